@@ -1,0 +1,1 @@
+"""dsbridge: Databricks notebooks as callable, reliable APIs, orchestrated by Airflow 3."""

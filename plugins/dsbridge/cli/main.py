@@ -1,0 +1,42 @@
+"""The `dsbridge` command line: one sub-command module per purpose, wired together here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module exposes `register(subparsers)`, which adds its sub-commands and sets `func`.
+COMMAND_MODULES = (
+    "dsbridge.cli.emulator",
+    "dsbridge.cli.notebook",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsbridge",
+        description=(
+            "Run data-science Databricks notebooks as callable APIs through Airflow 3. "
+            "Start with `dsbridge demo`; `dsbridge COMMAND --help` explains each command."
+        ),
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
