@@ -1,0 +1,144 @@
+"""Sensor that waits for a Databricks run to end, deferred to the triggerer by default.
+
+It turns the run's terminal state into the request's outcome: SUCCESS lets `collect` go on;
+FAILED, TIMEDOUT and INTERNAL_ERROR fail the request with the notebook's error and trace;
+CANCELED cancels it. A notebook's own failure is final (no Airflow retry would change it); an
+unreachable Databricks API is retried. If the task is killed or times out, the run is cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
+from airflow.sdk import BaseSensorOperator
+
+from dsbridge.outcome import fail_request
+from dsbridge.settings import DATABRICKS_CONN_ID
+from dsbridge.triggers.run_status import (
+    ERROR_EVENT,
+    DatabricksRunStatusTrigger,
+    error_details,
+    failed_task_run_id,
+    run_summary,
+)
+
+TRIGGER_FAIL_METHOD = "__fail__"
+
+
+class DatabricksRunStatusSensor(BaseSensorOperator):
+    """
+    Wait for Databricks run ``run_id`` to reach a terminal state.
+
+    :param run_id: the run to follow (templated; usually the submit task's ``run_id`` XCom).
+    :param databricks_conn_id: the Databricks connection.
+    :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
+    :param first_poll_seconds: first wait between polls; it doubles up to ``max_poll_seconds``.
+    """
+
+    template_fields: Sequence[str] = ("run_id", "databricks_conn_id")
+    ui_color = "#1CB1C2"
+    ui_fgcolor = "#fff"
+
+    def __init__(
+        self,
+        *,
+        run_id: int | str,
+        databricks_conn_id: str = DATABRICKS_CONN_ID,
+        deferrable: bool = True,
+        first_poll_seconds: float = 0.5,
+        max_poll_seconds: float = 90.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.run_id = run_id
+        self.databricks_conn_id = databricks_conn_id
+        self.deferrable = deferrable
+        self.first_poll_seconds = first_poll_seconds
+        self.max_poll_seconds = max_poll_seconds
+
+    @cached_property
+    def hook(self) -> DatabricksHook:
+        return DatabricksHook(self.databricks_conn_id, caller=type(self).__name__)
+
+    @property
+    def databricks_run_id(self) -> int:
+        try:
+            run_id = int(self.run_id)
+        except (TypeError, ValueError):
+            run_id = 0
+        if run_id <= 0:
+            raise ValueError(f"run_id must be a positive Databricks run id, got {self.run_id!r}")
+        return run_id
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=DatabricksRunStatusTrigger(
+                run_id=self.databricks_run_id,
+                databricks_conn_id=self.databricks_conn_id,
+                first_poll_seconds=self.first_poll_seconds,
+                max_poll_seconds=self.max_poll_seconds,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Any) -> Any:
+        """Non-deferrable path: one `runs/get` per poke."""
+        run = self.hook.get_run(self.databricks_run_id)
+        if not RunState(**run["state"]).is_terminal:
+            return False
+        details: dict[str, Any] = {}
+        task_run_id = failed_task_run_id(run)
+        if task_run_id is not None:
+            details = error_details(self.hook.get_run_output(task_run_id))
+        self._conclude(context, {"status": "terminal", "run": run_summary(run), **details})
+        return True
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        return self._conclude(context, event)
+
+    def _conclude(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == ERROR_EVENT:
+            # Databricks could not be asked; a retry of this task asks again (the run goes on).
+            fail_request(
+                context, f"could not read the Databricks run state: {event.get('message')}", retryable=True
+            )
+        run = event["run"]
+        state = RunState(**run["state"])
+        self.log.info("Databricks run %s ended %s (%s polls)", run["run_id"], state, event.get("polls"))
+        if state.is_successful:
+            return run
+        message = event.get("error") or state.state_message or f"run ended {state.result_state}"
+        if state.result_state == "TIMEDOUT":
+            message = f"notebook exceeded its timeout: {message}"
+        fail_request(
+            context,
+            message,
+            cancelled=state.result_state == "CANCELED",
+            trace=event.get("error_trace"),
+            databricks_state=run["state"],
+        )
+        raise AssertionError("unreachable")  # fail_request always raises
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        # The trigger was stopped by a timeout (or crashed): stop the notebook before failing.
+        if next_method == TRIGGER_FAIL_METHOD:
+            self._cancel_run()
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        self._cancel_run()
+
+    def _cancel_run(self) -> None:
+        try:
+            self.hook.cancel_run(self.databricks_run_id)
+            self.log.info("Cancelled Databricks run %s", self.run_id)
+        except Exception:
+            self.log.exception("Could not cancel Databricks run %s", self.run_id)
+
