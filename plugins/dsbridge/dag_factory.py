@@ -81,9 +81,7 @@ def doc_md(contract: JobContract) -> str:
             *rows,
             "",
             "Trigger with `POST /api/v2/dags/{dag}/dagRuns` and "
-            '`{"dag_run_id": "<request id>", "conf": {...}}`; see docs/contract.md.'.replace(
-                "{dag}", contract.name
-            ),
+            '`{"dag_run_id": "<request id>", "conf": {...}}`; see docs/contract.md.'.replace("{dag}", contract.name),
         ]
     )
 

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 SCHEMA_VERSION = "1"
-SUCCEEDED = "request.succeeded"
-FAILED = "request.failed"
-CANCELLED = "request.cancelled"
 EventType = Literal["request.succeeded", "request.failed", "request.cancelled"]
+SUCCEEDED: EventType = "request.succeeded"
+FAILED: EventType = "request.failed"
+CANCELLED: EventType = "request.cancelled"
 TRACE_EXCERPT_CHARS = 4000
 
 

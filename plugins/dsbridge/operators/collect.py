@@ -43,13 +43,17 @@ def parse_json(text: str, what: str) -> Any:
         raise OutputInvalid(f"{what} is not valid JSON ({exc}); the notebook must write JSON") from None
 
 
-def check_schema(value: Any, schema: dict[str, Any] | None, what: str) -> None:
+def check_schema(value: Any, schema: dict[str, Any] | None, what: str, most: int = 5) -> None:
+    """Raise `OutputInvalid` naming where (and how) `value` breaks `schema`, up to `most` problems."""
     if schema is None:
         return
-    error = next(iter(sorted(Draft202012Validator(schema).iter_errors(value), key=str)), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise OutputInvalid(f"{what} breaks the output contract at {where}: {error.message}")
+    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        problems = "; ".join(
+            f"at {'/'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message[:300]}" for e in errors[:most]
+        )
+        more = f" (and {len(errors) - most} more)" if len(errors) > most else ""
+        raise OutputInvalid(f"{what} breaks the output contract {problems}{more}")
 
 
 def check_exit_value(output: dict[str, Any], contract: OutputContract) -> Any:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import BaseHook
 
-from dsbridge.callback.event import FAILED, SUCCEEDED, build_event, encode
+from dsbridge.callback.event import CANCELLED, FAILED, SUCCEEDED, build_event, encode
 from dsbridge.callback.signing import sign_headers
 from dsbridge.contract import JobContract
 from dsbridge.contract.params import request_id_for
@@ -89,9 +89,7 @@ class CallbackOperator(HttpOperator):
             "Content-Type": "application/json",
             **sign_headers(signing_secrets(self.http_conn_id), event["event_id"], body),
         }
-        self.log.info(
-            "Delivering %s %s for request_id=%s", event["type"], event["event_id"], event["request_id"]
-        )
+        self.log.info("Delivering %s %s for request_id=%s", event["type"], event["event_id"], event["request_id"])
         return super().execute(context)
 
     def _event_once(self, context: Any) -> dict[str, Any]:
@@ -135,7 +133,7 @@ class CallbackOperator(HttpOperator):
             "type": FAILED,
             "message": "a step failed without a recorded reason; see the Airflow run",
         }
-        event_type = failure.pop("type", FAILED)
+        event_type = CANCELLED if failure.pop("type", FAILED) == CANCELLED else FAILED
         return build_event(event_type=event_type, error=failure, **common)
 
 

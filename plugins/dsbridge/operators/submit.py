@@ -59,9 +59,7 @@ def compute_spec(compute: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def submit_payload(
-    contract: JobContract, request_id: str, params: dict[str, Any], attempt: int = 0
-) -> dict[str, Any]:
+def submit_payload(contract: JobContract, request_id: str, params: dict[str, Any], attempt: int = 0) -> dict[str, Any]:
     """The complete `runs/submit` body for one request."""
     settings = load_settings()
     output_path = settings.output_path(contract.name, request_id)
@@ -118,8 +116,7 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
         if unknown:
             fail_request(
                 context,
-                f"unknown parameter(s) {unknown} for job {self.contract.name}; "
-                f"allowed: {sorted(self.contract.params)}",
+                f"unknown parameter(s) {unknown} for job {self.contract.name}; allowed: {sorted(self.contract.params)}",
             )
         try:
             request_id = request_id_for(dag_run.run_id, params.get("request_id"))

@@ -106,9 +106,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
     def _conclude(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") == ERROR_EVENT:
             # Databricks could not be asked; a retry of this task asks again (the run goes on).
-            fail_request(
-                context, f"could not read the Databricks run state: {event.get('message')}", retryable=True
-            )
+            fail_request(context, f"could not read the Databricks run state: {event.get('message')}", retryable=True)
         run = event["run"]
         state = RunState(**run["state"])
         self.log.info("Databricks run %s ended %s (%s polls)", run["run_id"], state, event.get("polls"))
@@ -141,4 +139,3 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
             self.log.info("Cancelled Databricks run %s", self.run_id)
         except Exception:
             self.log.exception("Could not cancel Databricks run %s", self.run_id)
-

@@ -136,9 +136,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
                 if state.is_terminal:
                     details = {} if state.is_successful else await failure_details(hook, run)
                     self.log.info("Run %s is %s after %d polls", self.run_id, state, polls)
-                    yield TriggerEvent(
-                        {"status": TERMINAL_EVENT, "polls": polls, "run": run_summary(run), **details}
-                    )
+                    yield TriggerEvent({"status": TERMINAL_EVENT, "polls": polls, "run": run_summary(run), **details})
                     return
                 delay = next(delays)
                 self.log.debug("Run %s is %s; next poll in %.1fs", self.run_id, state, delay)

@@ -67,8 +67,16 @@ def test_example_contract_fields(job_dir: Path):
         (lambda r: r["params"]["lookback_days"].update(default=0), "params.lookback_days.default", "default"),
         (lambda r: r.update(required=["nope"]), "required", "declare params.nope"),
         (lambda r: r.update(output={}), "output", "exit_value"),
-        (lambda r: r["output"]["result_file"].update(name="a/b.json"), "output.result_file.name", "plain file"),
-        (lambda r: r.update(callback={"success_path": "http://evil"}), "callback.success_path", "starting with /"),
+        (
+            lambda r: r["output"]["result_file"].update(name="a/b.json"),
+            "output.result_file.name",
+            "plain file",
+        ),
+        (
+            lambda r: r.update(callback={"success_path": "http://evil"}),
+            "callback.success_path",
+            "starting with /",
+        ),
     ],
 )
 def test_invalid_contract_names_field_and_fix(job_dir: Path, change, field: str, fix_words: str):

@@ -1,0 +1,116 @@
+"""The callback: the right event for each outcome, signed, identical on every retry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from dsbridge.callback.signing import verify
+from dsbridge.operators.notify import CallbackOperator
+
+REPO = Path(__file__).resolve().parents[3]
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the test connection's (tests/conftest.py)
+SCHEMA = json.loads((REPO / "plugins/dsbridge/callback/event.schema.json").read_text())
+RUN = {
+    "run_id": 77,
+    "run_page_url": "http://db/#job/runs/77",
+    "start_time": 1_764_410_000_000,
+    "end_time": 1_764_410_003_500,
+    "execution_duration": 3000,
+    "tasks": [],
+}
+
+
+def deliver(contract, context, outcome):
+    operator = CallbackOperator(task_id=f"notify_{outcome}", contract=contract, outcome=outcome)
+    with mock.patch("airflow.providers.http.operators.http.HttpOperator.execute") as http_execute:
+        operator.execute(context)
+    http_execute.assert_called_once()
+    return operator
+
+
+def test_success_event(contract, context_factory):
+    collected = {
+        "result": {"threshold": 0.4},
+        "result_inline": True,
+        "result_location": "s3://r/k/curve.json",
+    }
+    context = context_factory(
+        "notify_success",
+        pulls={
+            ("submit", "request"): {"request_id": "req-42", "output_path": "s3://r/k/", "attempt": 0},
+            ("wait", "return_value"): RUN,
+            ("collect", "return_value"): collected,
+        },
+    )
+    operator = deliver(contract, context, "success")
+
+    assert operator.endpoint == "/callbacks/dsbridge" and operator.method == "POST"
+    event = verify([SECRET], operator.data, operator.headers)
+    Draft202012Validator(SCHEMA).validate(event)
+    assert event["type"] == "request.succeeded"
+    assert event["request_id"] == "req-42"
+    assert event["result"] == {"threshold": 0.4}
+    assert event["result_location"] == "s3://r/k/curve.json"
+    assert event["error"] is None
+    assert event["links"]["databricks_run"] == "http://db/#job/runs/77"
+    assert event["links"]["airflow_run"].endswith("/dags/merchant_threshold/runs/req-42")
+    assert event["databricks_run_id"] == 77
+    assert event["timings"]["notebook_seconds"] == 3.0
+    assert operator.headers["webhook-id"] == event["event_id"]
+
+
+def test_failure_event_carries_the_notebook_error(contract, context_factory):
+    recorded = {
+        "type": "request.failed",
+        "message": "ValueError: no orders",
+        "trace": "Traceback ...",
+        "failed_task": "wait",
+        "databricks_state": {"result_state": "FAILED"},
+    }
+    context = context_factory(
+        "notify_failure",
+        pulls={("wait", "dsbridge_error"): recorded, ("submit", "request"): {"request_id": "req-42"}},
+    )
+    event = verify([SECRET], deliver(contract, context, "failure").data, deliver(contract, context, "failure").headers)
+    Draft202012Validator(SCHEMA).validate(event)
+    assert event["type"] == "request.failed"
+    assert event["error"]["message"] == "ValueError: no orders"
+    assert event["error"]["trace"] == "Traceback ..."
+    assert event["result"] is None and event["result_location"] is None
+
+
+def test_cancelled_event(contract, context_factory):
+    context = context_factory(
+        "notify_failure",
+        pulls={("wait", "dsbridge_error"): {"type": "request.cancelled", "message": "cancelled"}},
+    )
+    event = json.loads(deliver(contract, context, "failure").data)
+    assert event["type"] == "request.cancelled"
+    assert event["request_id"] == "req-42"  # from the run id when submit never ran
+
+
+def test_retry_sends_the_same_bytes_and_event_id(contract, context_factory):
+    context = context_factory("notify_failure", pulls={("submit", "dsbridge_error"): {"message": "refused"}})
+    first = deliver(contract, context, "failure")
+    context["ti"].pulls.clear()  # even if upstream XComs changed, the kept event is resent
+    second = deliver(contract, context, "failure")
+    assert first.data == second.data
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+
+def test_cleared_run_is_a_new_event(contract, context_factory):
+    first = deliver(contract, context_factory("notify_failure"), "failure")
+    second = deliver(contract, context_factory("notify_failure", clear_number=1), "failure")
+    assert json.loads(first.data)["event_id"] != json.loads(second.data)["event_id"]
+
+
+def test_missing_signing_secret_is_a_clear_error(contract, context_factory, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPTIMIZATION_SERVICE", json.dumps({"conn_type": "http", "host": "http://x"}))
+    operator = CallbackOperator(task_id="notify_success", contract=contract, outcome="success")
+    with pytest.raises(ValueError, match="has no signing secret"):
+        operator.execute(context_factory("notify_success"))

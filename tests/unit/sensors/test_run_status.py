@@ -1,0 +1,113 @@
+"""The wait sensor defers, and turns each terminal state into the request's outcome."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
+
+from dsbridge.sensors.run_status import DatabricksRunStatusSensor
+from dsbridge.triggers.run_status import DatabricksRunStatusTrigger
+
+HOOK = "dsbridge.sensors.run_status.DatabricksHook"
+
+
+def terminal_event(result_state: str, message: str = "", **details) -> dict:
+    return {
+        "status": "terminal",
+        "polls": 3,
+        "run": {
+            "run_id": 77,
+            "run_page_url": "http://db/#job/runs/77",
+            "state": {
+                "life_cycle_state": "TERMINATED",
+                "result_state": result_state,
+                "state_message": message,
+            },
+            "tasks": [{"run_id": 78, "task_key": "job", "state": {"result_state": result_state}}],
+        },
+        **details,
+    }
+
+
+@pytest.fixture
+def sensor() -> DatabricksRunStatusSensor:
+    return DatabricksRunStatusSensor(task_id="wait", run_id="77", timeout=600)
+
+
+def test_defers_to_the_trigger_with_the_run_and_timeout(sensor, context_factory):
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context_factory("wait"))
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, DatabricksRunStatusTrigger)
+    assert trigger.run_id == 77
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.timeout.total_seconds() == 600
+
+
+def test_rejects_a_missing_run_id(context_factory):
+    sensor = DatabricksRunStatusSensor(task_id="wait", run_id="None")
+    with pytest.raises(ValueError, match="positive Databricks run id"):
+        sensor.execute(context_factory("wait"))
+
+
+def test_success_returns_the_run(sensor, context_factory):
+    context = context_factory("wait")
+    run = sensor.execute_complete(context, terminal_event("SUCCESS"))
+    assert run["run_id"] == 77
+    assert "dsbridge_error" not in context["ti"].pushed
+
+
+def test_failed_surfaces_the_notebook_error(sensor, context_factory):
+    context = context_factory("wait")
+    event = terminal_event("FAILED", "Task failed", error="ValueError: no orders", error_trace="Traceback\n  ...")
+    with pytest.raises(AirflowFailException, match="ValueError: no orders"):
+        sensor.execute_complete(context, event)
+    recorded = context["ti"].pushed["dsbridge_error"]
+    assert recorded["type"] == "request.failed"
+    assert recorded["message"] == "ValueError: no orders"
+    assert recorded["trace"] == "Traceback\n  ..."
+    assert recorded["databricks_state"]["result_state"] == "FAILED"
+
+
+def test_canceled_cancels_the_request(sensor, context_factory):
+    context = context_factory("wait")
+    with pytest.raises(AirflowFailException):
+        sensor.execute_complete(context, terminal_event("CANCELED", "Run cancelled by user"))
+    assert context["ti"].pushed["dsbridge_error"]["type"] == "request.cancelled"
+
+
+def test_timedout_is_a_failure_that_says_timeout(sensor, context_factory):
+    context = context_factory("wait")
+    with pytest.raises(AirflowFailException, match="exceeded its timeout"):
+        sensor.execute_complete(context, terminal_event("TIMEDOUT", "Run timed out"))
+    assert context["ti"].pushed["dsbridge_error"]["type"] == "request.failed"
+
+
+def test_unreachable_databricks_is_retryable(sensor, context_factory):
+    context = context_factory("wait")
+    with pytest.raises(RuntimeError, match="could not read the Databricks run state"):
+        sensor.execute_complete(context, {"status": "error", "run_id": 77, "message": "503"})
+
+
+def test_trigger_timeout_cancels_the_run(sensor, context_factory):
+    with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowSensorTimeout):
+        sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, context_factory("wait"))
+    hook_cls.return_value.cancel_run.assert_called_once_with(77)
+
+
+def test_kill_cancels_the_run(sensor):
+    with mock.patch(HOOK) as hook_cls:
+        sensor.on_kill()
+    hook_cls.return_value.cancel_run.assert_called_once_with(77)
+
+
+def test_poke_mode_reads_error_of_failed_task(context_factory):
+    sensor = DatabricksRunStatusSensor(task_id="wait", run_id="77", deferrable=False)
+    event = terminal_event("FAILED")
+    with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowFailException, match="boom"):
+        hook_cls.return_value.get_run.return_value = event["run"]
+        hook_cls.return_value.get_run_output.return_value = {"error": "boom", "error_trace": "tb"}
+        sensor.poke(context_factory("wait"))
+    hook_cls.return_value.get_run_output.assert_called_once_with(78)
