@@ -1,0 +1,69 @@
+"""``python -m dsbridge.service`` starts a real server that a supervisor can run and stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from dsbridge.callback.signing import new_secret, sign_headers
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_module_entry_point_serves_and_verifies(tmp_path: Path) -> None:
+    secret, port = new_secret(), _free_port()
+    env = os.environ | {
+        "DSBRIDGE_SERVICE_SECRETS": f"{new_secret()},{secret}",
+        "PYTHONPATH": str(ROOT / "plugins"),
+    }
+    cmd = [sys.executable, "-m", "dsbridge.service", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--db", str(tmp_path / "events.sqlite3")]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service did not become healthy within 15 s"
+            time.sleep(0.05)
+        body = json.dumps({"event_id": "evt-1", "type": "request.succeeded"}).encode()
+        r = httpx.post(f"{base}/callbacks/dsbridge", content=body, headers=sign_headers(secret, "evt-1", body))
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"{base}/events/evt-1").json()["deliveries"] == 1
+        assert secret not in " ".join(cmd)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    assert proc.returncode is not None
+
+
+def test_missing_secret_exits_with_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DSBRIDGE_SERVICE_SECRETS"}
+    env["PYTHONPATH"] = str(ROOT / "plugins")
+    cmd = [sys.executable, "-m", "dsbridge.service", "--port", "1", "--db", str(tmp_path / "x.sqlite3")]
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=30, text=True)
+    assert done.returncode == 2
+    assert "DSBRIDGE_SERVICE_SECRETS" in done.stderr
