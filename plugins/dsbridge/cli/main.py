@@ -7,10 +7,20 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from dsbridge.client import AirflowApiError
+from dsbridge.contract import ContractError
+from dsbridge.stack.stack import StackError
+
+USER_ERRORS = (StackError, AirflowApiError, ContractError, ValueError, TimeoutError, FileNotFoundError)
+
 # Each module exposes `register(subparsers)`, which adds its sub-commands and sets `func`.
 COMMAND_MODULES = (
+    "dsbridge.cli.demo",
+    "dsbridge.cli.stack",
+    "dsbridge.cli.trigger",
     "dsbridge.cli.emulator",
     "dsbridge.cli.notebook",
+    "dsbridge.cli.contract",
 )
 
 
@@ -36,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except USER_ERRORS as exc:
+        # Problems a user can fix get one clear line, not a stack trace.
+        print(f"dsbridge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,14 +33,16 @@ def _iso_from_ms(ms: int | None) -> str | None:
 
 
 def timings_of(run: dict[str, Any] | None, requested_at: datetime | None) -> dict[str, Any]:
+    """Request and notebook times. Multi-task runs report durations per task, so use start/end."""
     run = run or {}
-    execution_ms = run.get("execution_duration")
+    start, end = run.get("start_time"), run.get("end_time")
+    queue_ms = run.get("queue_duration")
     return {
         "requested_at": requested_at.isoformat() if requested_at else None,
-        "notebook_started_at": _iso_from_ms(run.get("start_time")),
-        "notebook_ended_at": _iso_from_ms(run.get("end_time")),
-        "notebook_seconds": execution_ms / 1000 if execution_ms is not None else None,
-        "queue_seconds": (run.get("queue_duration") or 0) / 1000 if run else None,
+        "notebook_started_at": _iso_from_ms(start),
+        "notebook_ended_at": _iso_from_ms(end),
+        "notebook_seconds": (end - start) / 1000 if start and end else None,
+        "queue_seconds": queue_ms / 1000 if queue_ms is not None else None,
     }
 
 

@@ -20,7 +20,7 @@ RUN = {
     "run_page_url": "http://db/#job/runs/77",
     "start_time": 1_764_410_000_000,
     "end_time": 1_764_410_003_500,
-    "execution_duration": 3000,
+    "execution_duration": 0,
     "tasks": [],
 }
 
@@ -60,7 +60,7 @@ def test_success_event(contract, context_factory):
     assert event["links"]["databricks_run"] == "http://db/#job/runs/77"
     assert event["links"]["airflow_run"].endswith("/dags/merchant_threshold/runs/req-42")
     assert event["databricks_run_id"] == 77
-    assert event["timings"]["notebook_seconds"] == 3.0
+    assert event["timings"]["notebook_seconds"] == 3.5
     assert operator.headers["webhook-id"] == event["event_id"]
 
 
