@@ -29,6 +29,7 @@ if not merchant_id:
 
 # COMMAND ----------
 
+
 def synthetic_orders(merchant_id, days):
     """Deterministic orders for a merchant: same id, same orders, on every machine."""
     seed = int(hashlib.sha256(merchant_id.encode()).hexdigest()[:16], 16)
@@ -56,6 +57,7 @@ orders = orders_from_csv(orders_path) if orders_path else synthetic_orders(merch
 print(f"{len(orders)} orders for merchant {merchant_id}")
 
 # COMMAND ----------
+
 
 def curve(orders, steps=100):
     """Approval and chargeback rates for every threshold on a grid of `steps`."""

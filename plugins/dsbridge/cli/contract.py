@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dsbridge.contract import discover_contracts
-from dsbridge.contract.params import REQUEST_ID_PATTERN
+from dsbridge.contract.model import REQUEST_ID_PATTERN
 from dsbridge.settings import notebooks_dir
 
 

@@ -15,7 +15,7 @@ from dsbridge.cli.stack import add_stack_options, config_from
 from dsbridge.cli.trigger import print_states
 from dsbridge.client import AirflowClient
 from dsbridge.contract import load_contract
-from dsbridge.contract.params import parse_param_args
+from dsbridge.contract.arguments import parse_param_args
 from dsbridge.settings import notebooks_dir
 from dsbridge.stack.stack import down, up
 

@@ -10,7 +10,7 @@ import uuid
 from dsbridge.cli.stack import add_stack_options, config_from
 from dsbridge.client import AirflowClient
 from dsbridge.contract import load_contract
-from dsbridge.contract.params import parse_param_args
+from dsbridge.contract.arguments import parse_param_args
 from dsbridge.settings import notebooks_dir
 from dsbridge.stack.stack import read_stack
 

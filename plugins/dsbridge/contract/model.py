@@ -23,6 +23,8 @@ CONTRACT_FILE_NAME = "job.yaml"
 JOB_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Base parameters that dsbridge itself hands every notebook; contracts cannot declare them.
 RESERVED_PARAMS = ("request_id", "output_path", "params_json", "job")
+# A request id becomes one S3 key segment and part of an idempotency token: keep it boring.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 DEFAULT_TIMEOUT_MINUTES = 60
 DEFAULT_MAX_CONCURRENT_REQUESTS = 16
 DEFAULT_RETRIES = 2

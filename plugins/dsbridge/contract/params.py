@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 
 from airflow.sdk import Param
 
-from dsbridge.contract.model import JobContract
+from dsbridge.contract.model import REQUEST_ID_PATTERN, JobContract
 
-# A request id becomes one S3 key segment and part of an idempotency token: keep it boring.
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -64,29 +61,3 @@ def request_id_for(run_id: str, requested: str | None) -> str:
         return run_id
     digest = hashlib.sha256(run_id.encode()).hexdigest()[:12]
     return f"{_UNSAFE_CHARS.sub('_', run_id)[:100].lstrip('._-') or 'run'}-{digest}"
-
-
-def parse_param_args(contract: JobContract, items: list[str]) -> dict[str, Any]:
-    """`--param k=v` values as the contract types them (v is text on a command line)."""
-    values: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param {item!r} is not NAME=VALUE; write e.g. --param merchant_id=m_1042")
-        if name not in contract.params:
-            raise ValueError(
-                f"--param {name}: job {contract.name} has no such parameter; it has {sorted(contract.params)}"
-            )
-        values[name] = _typed(name, text, contract.params[name].get("type", "string"))
-    return values
-
-
-def _typed(name: str, text: str, json_type: Any) -> Any:
-    types = json_type if isinstance(json_type, list) else [json_type]
-    if "string" in types:
-        return text
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ValueError(f"--param {name}={text!r} is not a valid {'/'.join(map(str, types))}") from None
-    return value

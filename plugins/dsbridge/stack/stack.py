@@ -259,8 +259,7 @@ def _start_services(
             [
                 python,
                 "-m",
-                "dsbridge.cli.main",
-                "emulator",
+                "dsbridge.emulator",
                 "--host",
                 "127.0.0.1",
                 "--port",
