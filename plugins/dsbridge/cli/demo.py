@@ -16,7 +16,6 @@ from dsbridge.cli.trigger import print_states
 from dsbridge.client import AirflowClient
 from dsbridge.contract import load_contract
 from dsbridge.contract.arguments import parse_param_args
-from dsbridge.settings import notebooks_dir
 from dsbridge.stack.stack import down, up
 
 DEFAULT_PARAMS = ["merchant_id=m_1042", "target_chargeback_rate=0.01", "lookback_days=30"]
@@ -50,7 +49,7 @@ def s3_object_exists(s3: dict[str, str], location: str) -> bool:
 
 def run_demo(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    contract = load_contract(notebooks_dir() / args.job / "job.yaml")
+    contract = load_contract(args.notebooks / args.job / "job.yaml")
     conf = parse_param_args(contract, args.param or DEFAULT_PARAMS)
     print("1/4 starting the local stack…")
     stack = up(cfg)

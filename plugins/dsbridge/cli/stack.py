@@ -24,6 +24,12 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
         help=f"first of the 12 consecutive loopback ports the stack uses (default {DEFAULT_BASE_PORT})",
     )
     parser.add_argument(
+        "--notebooks",
+        type=Path,
+        default=Path(os.environ.get("DSBRIDGE_NOTEBOOKS_DIR", REPO / "notebooks")),
+        help="the folder of jobs (<job>/job.yaml + notebook) that Airflow serves and the emulator runs",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("DSBRIDGE_DATABASE_URL"),
         help="Airflow's database as a SQLAlchemy URL, e.g. postgresql+psycopg2://postgres@127.0.0.1/dsbridge "
@@ -32,9 +38,16 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> StackConfig:
+    if not args.notebooks.is_dir():
+        raise StackError(f"--notebooks {args.notebooks} is not a folder of jobs")
     if not 1024 <= args.base_port <= 65535 - 11 - 10000:
         raise StackError(f"--base-port {args.base_port} is out of range; use 1024..{65535 - 11 - 10000}")
-    return StackConfig(state_dir=args.state_dir.resolve(), base_port=args.base_port, database_url=args.database_url)
+    return StackConfig(
+        state_dir=args.state_dir.resolve(),
+        base_port=args.base_port,
+        database_url=args.database_url,
+        notebooks=args.notebooks.resolve(),
+    )
 
 
 def run_up(args: argparse.Namespace) -> int:

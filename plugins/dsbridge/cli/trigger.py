@@ -11,7 +11,6 @@ from dsbridge.cli.stack import add_stack_options, config_from
 from dsbridge.client import AirflowClient
 from dsbridge.contract import load_contract
 from dsbridge.contract.arguments import parse_param_args
-from dsbridge.settings import notebooks_dir
 from dsbridge.stack.stack import read_stack
 
 
@@ -27,7 +26,7 @@ def print_states(states: dict[str, str | None]) -> None:
 
 
 def run_trigger(args: argparse.Namespace) -> int:
-    contract = load_contract(notebooks_dir() / args.job / "job.yaml")
+    contract = load_contract(args.notebooks / args.job / "job.yaml")
     conf = parse_param_args(contract, args.param)
     request_id = args.request_id or f"req-{uuid.uuid4().hex[:12]}"
     with client_for(args) as client:

@@ -31,6 +31,7 @@ def conn_env(conn_id: str, conn: dict[str, Any]) -> tuple[str, str]:
 def airflow_env(
     *,
     repo: Path,
+    notebooks: Path,
     home: Path,
     port: int,
     database_url: str,
@@ -65,7 +66,7 @@ def airflow_env(
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "DSBRIDGE_NOTEBOOKS_DIR": str(repo / "notebooks"),
+        "DSBRIDGE_NOTEBOOKS_DIR": str(notebooks),
         "DSBRIDGE_RESULTS_BUCKET": s3["bucket"],
         "DSBRIDGE_AIRFLOW_URL": base_url,
         "DSBRIDGE_ALERTS_FILE": str(alerts_file),

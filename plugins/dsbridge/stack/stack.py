@@ -44,6 +44,7 @@ class StackConfig:
     base_port: int = DEFAULT_BASE_PORT
     database_url: str | None = None
     repo: Path = REPO
+    notebooks: Path = REPO / "notebooks"
 
     @property
     def stack_file(self) -> Path:
@@ -265,7 +266,7 @@ def _start_services(
                 "--port",
                 str(cfg.ports["emulator"]),
                 "--workspace",
-                str(cfg.repo / "notebooks"),
+                str(cfg.notebooks),
                 "--state",
                 str(cfg.state_dir / "emulator"),
                 "--max-concurrent-runs",
@@ -322,6 +323,7 @@ def _start_airflow(
     airflow.write_passwords(home, creds["admin_password"], creds["service_password"])
     env = os.environ | airflow.airflow_env(
         repo=cfg.repo,
+        notebooks=cfg.notebooks,
         home=home,
         port=cfg.ports["airflow"],
         database_url=database_url(cfg),
