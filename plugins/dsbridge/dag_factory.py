@@ -121,14 +121,14 @@ def build_job_dag(contract: JobContract) -> DAG:
         )
         notify_success = CallbackOperator(
             task_id="notify_success",
-            contract=contract,
             outcome="success",
+            endpoint=contract.success_path,
             doc_md="Sends the signed `request.succeeded` event to the optimization service.",
         )
         notify_failure = CallbackOperator(
             task_id="notify_failure",
-            contract=contract,
             outcome="failure",
+            endpoint=contract.failure_path,
             trigger_rule=TriggerRule.ONE_FAILED,
             doc_md="Sends the signed `request.failed` / `request.cancelled` event when a step failed.",
         )

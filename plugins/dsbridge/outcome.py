@@ -40,13 +40,3 @@ def fail_request(
     if retryable:
         raise RuntimeError(message)
     raise AirflowFailException(message)
-
-
-def recorded_failure(context: Any) -> dict[str, Any] | None:
-    """The reason recorded by the first tracked step that recorded one."""
-    ti = context["ti"]
-    for task_id in TRACKED_TASKS:
-        recorded = ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY)
-        if recorded:
-            return dict(recorded)
-    return None

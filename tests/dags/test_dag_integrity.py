@@ -10,6 +10,8 @@ from airflow.dag_processing.dagbag import DagBag
 
 from dsbridge.contract import discover_contracts
 from dsbridge.notifiers.log import AlertLogNotifier
+from dsbridge.operators.notify import OutcomeCallbackOperator
+from dsbridge.outcomes_dag import OUTCOMES_DAG_ID
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -29,14 +31,24 @@ def test_no_import_errors(dagbag: DagBag):
     assert dagbag.import_errors == {}
 
 
-def test_one_dag_per_contract(dagbag: DagBag):
-    assert sorted(dagbag.dag_ids) == sorted(job_names())
+def test_one_dag_per_contract_plus_outcomes(dagbag: DagBag):
+    assert sorted(dagbag.dag_ids) == sorted([*job_names(), OUTCOMES_DAG_ID])
+
+
+def test_outcomes_dag_delivers_with_retries_and_alerts(dagbag: DagBag):
+    dag = dagbag.dags[OUTCOMES_DAG_ID]
+    assert dag.schedule is None
+    (task,) = dag.tasks
+    assert isinstance(task, OutcomeCallbackOperator)
+    assert task.retries >= 2 and task.retry_exponential_backoff
+    assert any(isinstance(cb, AlertLogNotifier) for cb in task.on_failure_callback)
+    assert set(dag.params) == {"job", "run_id", "request_id", "attempt", "requested_at", "reason"}
 
 
 @pytest.mark.parametrize("job", job_names())
 def test_job_dag_rules(dagbag: DagBag, job: str):
     dag = dagbag.dags[job]
-    assert dag.schedule is None or str(dag.timetable.summary) == "None"
+    assert dag.schedule is None
     assert "dsbridge" in dag.tags
     assert dag.doc_md and "## Parameters" in dag.doc_md
     assert dag.dagrun_timeout is not None
@@ -80,7 +92,7 @@ def test_broken_contract_is_an_import_error_and_others_load(tmp_path: Path, monk
 
     bag = DagBag(dag_folder=DAGS)
 
-    assert bag.dag_ids == ["good_job"]
+    assert sorted(bag.dag_ids) == [OUTCOMES_DAG_ID, "good_job"]
     assert list(bag.import_errors) == [str(DAGS / "dsbridge_contract_check.py")]
     message = next(iter(bag.import_errors.values()))
     assert str(contract) in message

@@ -39,7 +39,10 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed[key] = value
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+    def xcom_pull(self, task_ids: str, key: str = "return_value", **run: Any) -> Any:
+        """Pulls from another DAG run (`dag_id=`, `run_id=`) are looked up under those too."""
+        if run:
+            return self.pulls.get((run.get("dag_id"), run.get("run_id"), task_ids, key))
         return self.pulls.get((task_ids, key))
 
 

@@ -1,31 +1,38 @@
-"""Deliver the request's one final event to the optimization service.
+"""Deliver a request's one final event to the optimization service.
 
 An `HttpOperator` to the optimization-service connection: the target comes only from that
 connection and the contract's callback path, never from the request. The event is built once and
 kept in the task's state store, so every retry sends the same bytes under the same event id, with a
 fresh Standard Webhooks signature.
+
+`CallbackOperator` reports the outcome of its own DAG run (the job DAG's `notify_success` and
+`notify_failure`); `OutcomeCallbackOperator` reports a job run that ended without reaching them
+(cancelled by the caller, or timed out), from the `dsbridge_outcomes` DAG.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
+from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import BaseHook
 
 from dsbridge.callback.event import CANCELLED, FAILED, SUCCEEDED, build_event, encode
 from dsbridge.callback.signing import sign_headers
-from dsbridge.contract import JobContract
+from dsbridge.contract import load_contract
 from dsbridge.contract.params import request_id_for
-from dsbridge.operators.submit import clear_number
-from dsbridge.outcome import recorded_failure
-from dsbridge.settings import SERVICE_CONN_ID, load_settings
+from dsbridge.outcome import ERROR_XCOM_KEY, TRACKED_TASKS
+from dsbridge.settings import DATABRICKS_CONN_ID, SERVICE_CONN_ID, load_settings, notebooks_dir
 
 EVENT_STATE_KEY = "dsbridge_event"
 HTTP_TIMEOUT_SECONDS = 30
+TIMED_OUT = "timed_out"
 
 
 def _iso_from_ms(ms: int | None) -> str | None:
@@ -60,27 +67,59 @@ def signing_secrets(conn_id: str) -> list[str]:
     return list(secrets)
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """What the event needs to know about one request's DAG run, and how to read its XComs."""
+
+    job: str
+    run_id: str
+    request_id: str
+    attempt: int
+    requested_at: datetime | None
+    pull: Callable[[str, str], Any]
+
+    def common_event_fields(self) -> dict[str, Any]:
+        run = self.pull("wait", "return_value")
+        run_page_url = (run or {}).get("run_page_url") or self.pull("submit", "run_page_url")
+        databricks_run_id = (run or {}).get("run_id") or self.pull("submit", "run_id")
+        base_url = load_settings().airflow_base_url
+        return {
+            "job": self.job,
+            "request_id": self.request_id,
+            "attempt": self.attempt,
+            "airflow_run_url": f"{base_url}/dags/{quote(self.job)}/runs/{quote(self.run_id, safe='')}",
+            "databricks_run_url": run_page_url,
+            "databricks_run_id": int(databricks_run_id) if databricks_run_id else None,
+            "timings": timings_of(run, self.requested_at),
+        }
+
+    def recorded_failure(self) -> dict[str, Any] | None:
+        """The reason recorded by the first step that recorded one (see dsbridge.outcome)."""
+        for task_id in TRACKED_TASKS:
+            if recorded := self.pull(task_id, ERROR_XCOM_KEY):
+                return dict(recorded)
+        return None
+
+
 class CallbackOperator(HttpOperator):
-    """POST the signed `request.succeeded` (outcome="success") or failure/cancel event."""
+    """POST the signed event of this DAG run's request: success, or failure/cancellation."""
 
     def __init__(
         self,
         *,
-        contract: JobContract,
         outcome: Literal["success", "failure"],
+        endpoint: str,
         http_conn_id: str = SERVICE_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        path = contract.success_path if outcome == "success" else contract.failure_path
         super().__init__(
             http_conn_id=http_conn_id,
-            endpoint=path,
+            endpoint=endpoint,
             method="POST",
             extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
             deferrable=False,
             **kwargs,
         )
-        self.contract = contract
         self.outcome = outcome
 
     def execute(self, context: Any) -> Any:
@@ -98,32 +137,30 @@ class CallbackOperator(HttpOperator):
         store = context.get("task_state_store")
         if store is not None and (kept := store.get(EVENT_STATE_KEY)):
             return dict(json.loads(kept))
-        event = self.build(context)
+        event = self.event(self.record(context), context)
         if store is not None:
             store.set(EVENT_STATE_KEY, json.dumps(event))
         return event
 
-    def build(self, context: Any) -> dict[str, Any]:
+    def record(self, context: Any) -> RequestRecord:
+        """This DAG run's request."""
         ti = context["ti"]
         dag_run = context["dag_run"]
         request = ti.xcom_pull(task_ids="submit", key="request") or {}
-        run = ti.xcom_pull(task_ids="wait")
-        run_page_url = (run or {}).get("run_page_url") or ti.xcom_pull(task_ids="submit", key="run_page_url")
-        run_id = (run or {}).get("run_id") or ti.xcom_pull(task_ids="submit", key="run_id")
-        settings = load_settings()
-        common: dict[str, Any] = {
-            "job": self.contract.name,
-            "request_id": request.get("request_id") or _request_id(context),
-            "attempt": clear_number(context),
-            "airflow_run_url": (
-                f"{settings.airflow_base_url}/dags/{quote(dag_run.dag_id)}/runs/{quote(dag_run.run_id, safe='')}"
-            ),
-            "databricks_run_url": run_page_url,
-            "databricks_run_id": int(run_id) if run_id else None,
-            "timings": timings_of(run, getattr(dag_run, "start_date", None)),
-        }
+        return RequestRecord(
+            job=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            request_id=request.get("request_id")
+            or safe_request_id(dag_run.run_id, context["params"].get("request_id")),
+            attempt=int(getattr(dag_run, "clear_number", 0) or 0),
+            requested_at=getattr(dag_run, "start_date", None),
+            pull=lambda task_id, key: ti.xcom_pull(task_ids=task_id, key=key),
+        )
+
+    def event(self, record: RequestRecord, context: Any) -> dict[str, Any]:
+        common = record.common_event_fields()
         if self.outcome == "success":
-            collected = ti.xcom_pull(task_ids="collect") or {}
+            collected = record.pull("collect", "return_value") or {}
             return build_event(
                 event_type=SUCCEEDED,
                 result=collected.get("result"),
@@ -131,7 +168,7 @@ class CallbackOperator(HttpOperator):
                 result_location=collected.get("result_location"),
                 **common,
             )
-        failure = recorded_failure(context) or {
+        failure = record.recorded_failure() or {
             "type": FAILED,
             "message": "a step failed without a recorded reason; see the Airflow run",
         }
@@ -139,9 +176,62 @@ class CallbackOperator(HttpOperator):
         return build_event(event_type=event_type, error=failure, **common)
 
 
-def _request_id(context: Any) -> str:
-    dag_run = context["dag_run"]
+class OutcomeCallbackOperator(CallbackOperator):
+    """Report a job run that ended before its own notify tasks could: cancelled or timed out.
+
+    Its DAG run's conf names the job run (`job`, `run_id`, `request_id`, `attempt`, `reason`);
+    the callback path comes from that job's contract.
+    """
+
+    template_fields: Sequence[str] = (*CallbackOperator.template_fields, "databricks_conn_id")
+
+    def __init__(self, *, databricks_conn_id: str = DATABRICKS_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(outcome="failure", endpoint="", **kwargs)
+        self.databricks_conn_id = databricks_conn_id
+
+    def execute(self, context: Any) -> Any:
+        job = context["params"]["job"]
+        self.endpoint = load_contract(notebooks_dir() / job / "job.yaml").failure_path
+        self.cancel_databricks_run(self.record(context))
+        return super().execute(context)
+
+    def cancel_databricks_run(self, record: RequestRecord) -> None:
+        """Stop the notebook first. The waiting trigger cancels it too when it is killed, but a
+        run stopped before its trigger started (or while submitting) is only cancelled here;
+        cancelling a finished run changes nothing."""
+        run_id = record.pull("submit", "run_id")
+        if run_id:
+            DatabricksHook(self.databricks_conn_id, caller=type(self).__name__).cancel_run(int(run_id))
+            self.log.info("Cancelled Databricks run %s of %s %s", run_id, record.job, record.run_id)
+
+    def record(self, context: Any) -> RequestRecord:
+        params = context["params"]
+        ti = context["ti"]
+        job, run_id = params["job"], params["run_id"]
+        started = params.get("requested_at")
+        return RequestRecord(
+            job=job,
+            run_id=run_id,
+            request_id=params["request_id"],
+            attempt=int(params.get("attempt") or 0),
+            requested_at=datetime.fromisoformat(started) if started else None,
+            pull=lambda task_id, key: ti.xcom_pull(dag_id=job, run_id=run_id, task_ids=task_id, key=key),
+        )
+
+    def event(self, record: RequestRecord, context: Any) -> dict[str, Any]:
+        reason = context["params"].get("reason")
+        if reason == TIMED_OUT:
+            error = {
+                "message": "the request exceeded its time limit and was stopped (DAG run timeout)",
+                "failed_task": None,
+            }
+            return build_event(event_type=FAILED, error=error, **record.common_event_fields())
+        error = {"message": "the request was cancelled by the caller", "failed_task": None}
+        return build_event(event_type=CANCELLED, error=error, **record.common_event_fields())
+
+
+def safe_request_id(run_id: str, requested: str | None) -> str:
     try:
-        return request_id_for(dag_run.run_id, context["params"].get("request_id"))
+        return request_id_for(run_id, requested)
     except ValueError:
-        return request_id_for(dag_run.run_id, None)
+        return request_id_for(run_id, None)

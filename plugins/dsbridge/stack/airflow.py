@@ -137,7 +137,10 @@ def migrate(env: dict[str, str], log_path: Path, timeout: float = 300.0) -> None
 
 
 def component_argv(component: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "airflow"), component]
+    # Everything runs on one machine and the API server reads task logs from local files, so the
+    # scheduler's and triggerer's log servers (which bind every interface) are not started.
+    skip_log_server = ["--skip-serve-logs"] if component in ("scheduler", "triggerer") else []
+    return [str(Path(sys.executable).parent / "airflow"), component, *skip_log_server]
 
 
 def health(base_url: str) -> dict[str, Any] | None:

@@ -9,8 +9,9 @@ from unittest import mock
 import pytest
 from jsonschema import Draft202012Validator
 
+from dsbridge.callback.event import event_id_for
 from dsbridge.callback.signing import verify
-from dsbridge.operators.notify import CallbackOperator
+from dsbridge.operators.notify import CallbackOperator, OutcomeCallbackOperator
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the test connection's (tests/conftest.py)
@@ -26,7 +27,8 @@ RUN = {
 
 
 def deliver(contract, context, outcome):
-    operator = CallbackOperator(task_id=f"notify_{outcome}", contract=contract, outcome=outcome)
+    endpoint = contract.success_path if outcome == "success" else contract.failure_path
+    operator = CallbackOperator(task_id=f"notify_{outcome}", outcome=outcome, endpoint=endpoint)
     with mock.patch("airflow.providers.http.operators.http.HttpOperator.execute") as http_execute:
         operator.execute(context)
     http_execute.assert_called_once()
@@ -111,6 +113,46 @@ def test_cleared_run_is_a_new_event(contract, context_factory):
 
 def test_missing_signing_secret_is_a_clear_error(contract, context_factory, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_OPTIMIZATION_SERVICE", json.dumps({"conn_type": "http", "host": "http://x"}))
-    operator = CallbackOperator(task_id="notify_success", contract=contract, outcome="success")
+    operator = CallbackOperator(task_id="notify_success", outcome="success", endpoint="/callbacks/dsbridge")
     with pytest.raises(ValueError, match="has no signing secret"):
         operator.execute(context_factory("notify_success"))
+
+
+@pytest.mark.parametrize(
+    ("reason", "event_type", "message"),
+    [("cancelled", "request.cancelled", "cancelled by the caller"), ("timed_out", "request.failed", "time limit")],
+)
+def test_outcome_event_reports_the_job_run(contract, context_factory, reason, event_type, message):
+    job_run = ("merchant_threshold", "req-9")
+    context = context_factory(
+        "notify_outcome",
+        run_id="merchant_threshold__abc__0",
+        params={
+            "job": "merchant_threshold",
+            "run_id": "req-9",
+            "request_id": "req-9",
+            "attempt": 0,
+            "requested_at": "2026-11-29T10:00:00+00:00",
+            "reason": reason,
+        },
+        pulls={
+            (*job_run, "submit", "run_id"): 501,
+            (*job_run, "submit", "run_page_url"): "http://db/#job/runs/501",
+        },
+    )
+    operator = OutcomeCallbackOperator(task_id="notify_outcome")
+    with (
+        mock.patch("airflow.providers.http.operators.http.HttpOperator.execute"),
+        mock.patch("dsbridge.operators.notify.DatabricksHook") as hook_cls,
+    ):
+        operator.execute(context)
+    hook_cls.return_value.cancel_run.assert_called_once_with(501)
+    event = verify([SECRET], operator.data, operator.headers)
+    Draft202012Validator(SCHEMA).validate(event)
+    assert operator.endpoint == contract.failure_path
+    assert event["type"] == event_type and message in event["error"]["message"]
+    assert event["request_id"] == "req-9" and event["job"] == "merchant_threshold"
+    assert event["links"]["airflow_run"].endswith("/dags/merchant_threshold/runs/req-9")
+    assert event["databricks_run_id"] == 501
+    # The same request's event id, whichever DAG delivers it: the receiver keeps one final event.
+    assert event["event_id"] == event_id_for("merchant_threshold", "req-9", 0)

@@ -1,0 +1,59 @@
+"""The `dsbridge_outcomes` DAG: the final event of job runs that ended before their notify tasks.
+
+A caller's cancel (the DAG run marked failed through the REST API) or a DAG-run timeout stops a job
+run where it is, so its own `notify_failure` never runs. The outcome listener then starts one run
+of this DAG, in the same database transaction as the state change, and its single task delivers
+the `request.cancelled` (or timed-out `request.failed`) event with the same retries and alerts as
+any other callback.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from dsbridge.dag_factory import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, START_DATE, TASK_TIMEOUT
+from dsbridge.notifiers.log import AlertLogNotifier
+from dsbridge.operators.notify import OutcomeCallbackOperator
+
+OUTCOMES_DAG_ID = "dsbridge_outcomes"
+RETRIES = 8
+
+
+def build_outcomes_dag() -> DAG:
+    with DAG(
+        dag_id=OUTCOMES_DAG_ID,
+        description="Final callback events of job runs cancelled by their caller or timed out.",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=64,
+        dagrun_timeout=timedelta(hours=6),
+        tags=["dsbridge", "outcomes"],
+        is_paused_upon_creation=False,
+        doc_md=__doc__,
+        params={
+            "job": Param(type="string", pattern=r"^[a-z][a-z0-9_]{0,63}$", description="The job (DAG id)."),
+            "run_id": Param(type="string", minLength=1, maxLength=250, description="The job's DAG run id."),
+            "request_id": Param(type="string", minLength=1, maxLength=250, description="The request id."),
+            "attempt": Param(0, type="integer", minimum=0, description="How often the job run was cleared."),
+            "requested_at": Param(None, type=["null", "string"], description="When the job run started."),
+            "reason": Param("cancelled", enum=["cancelled", "timed_out"], description="Why the run ended."),
+        },
+        default_args={
+            "owner": "dsbridge",
+            "retries": RETRIES,
+            "retry_delay": FIRST_RETRY_DELAY,
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": MAX_RETRY_DELAY,
+            "execution_timeout": TASK_TIMEOUT,
+            "on_failure_callback": [AlertLogNotifier(event="task_failed")],
+            "on_retry_callback": [AlertLogNotifier(event="task_retry")],
+        },
+    ) as dag:
+        OutcomeCallbackOperator(
+            task_id="notify_outcome",
+            doc_md="Sends the signed `request.cancelled` / timed-out `request.failed` event of the job run.",
+        )
+    return dag
