@@ -1,0 +1,163 @@
+"""One job DAG run through `dag.test()` against real HTTP peers, for the success and failure paths.
+
+Databricks is the emulator (in a thread), S3 is SeaweedFS (a subprocess), the optimization service
+is the reference app (in a thread); Airflow reaches them only through AIRFLOW_CONN_* variables.
+The tasks, the trigger and the callback all run for real; only the scheduler is dag.test()'s own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from dsbridge.callback.signing import new_secret, verify
+from dsbridge.contract import load_contract
+from dsbridge.dag_factory import build_job_dag
+from dsbridge.emulator.app import EmulatorConfig
+from dsbridge.emulator.server import free_port, start_background
+from dsbridge.service.app import create_app
+from dsbridge.stack.s3 import SeaweedS3
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "dapi-dag-test"
+BUCKET = "dsbridge-results"
+S3_KEY, S3_SECRET = "dagtestkey", "dagtestsecret0123456789"
+pytestmark = pytest.mark.timeout(300)
+
+
+class ThreadedService:
+    """The reference optimization service on a loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadedService:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "service did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    from airflow.utils.db import initdb
+
+    initdb()
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("dagrun")
+    secret = new_secret()
+    saved = dict(os.environ)
+    with SeaweedS3(root / "s3", S3_KEY, S3_SECRET) as s3:
+        s3.ensure_bucket(BUCKET)
+        os.environ.update(
+            AWS_ENDPOINT_URL_S3=s3.endpoint,
+            AWS_ACCESS_KEY_ID=S3_KEY,
+            AWS_SECRET_ACCESS_KEY=S3_SECRET,
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        emulator = start_background(
+            EmulatorConfig(workspace=REPO / "notebooks", state_dir=root / "emulator", token=TOKEN)
+        )
+        try:
+            with ThreadedService(create_app([secret], root / "service.db")) as service:
+                os.environ.update(
+                    AIRFLOW_CONN_DATABRICKS_DEFAULT=json.dumps(
+                        {
+                            "conn_type": "databricks",
+                            "host": "127.0.0.1",
+                            "port": emulator.port,
+                            "schema": "http",
+                            "password": TOKEN,
+                        }
+                    ),
+                    AIRFLOW_CONN_AWS_DEFAULT=json.dumps(
+                        {
+                            "conn_type": "aws",
+                            "login": S3_KEY,
+                            "password": S3_SECRET,
+                            "extra": {
+                                "endpoint_url": s3.endpoint,
+                                "region_name": "us-east-1",
+                                "config_kwargs": {"s3": {"addressing_style": "path"}},
+                            },
+                        }
+                    ),
+                    AIRFLOW_CONN_OPTIMIZATION_SERVICE=json.dumps(
+                        {
+                            "conn_type": "http",
+                            "host": f"http://127.0.0.1:{service.port}",
+                            "extra": {"signing_secret": secret},
+                        }
+                    ),
+                    DSBRIDGE_RESULTS_BUCKET=BUCKET,
+                )
+                yield {"service": f"http://127.0.0.1:{service.port}", "secret": secret, "s3": s3}
+        finally:
+            emulator.stop()
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def run_dag(conf: dict[str, Any], request_id: str) -> dict[str, str]:
+    dag = build_job_dag(load_contract(REPO / "notebooks" / "merchant_threshold" / "job.yaml"))
+    dag_run = dag.test(run_conf={**conf, "request_id": request_id})
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def events(service: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{service}/events", timeout=10).json())
+
+
+def test_success_path_sends_one_success_callback(peers):
+    states = run_dag({"merchant_id": "m_1042", "lookback_days": 7}, "dagtest-ok")
+
+    assert states == {
+        "submit": "success",
+        "wait": "success",
+        "collect": "success",
+        "notify_success": "success",
+        "notify_failure": "skipped",
+    }
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-ok"]
+    body = verify([peers["secret"]], event["body"].encode(), event["headers"])
+    assert body["type"] == "request.succeeded"
+    assert body["result"]["merchant_id"] == "m_1042" and body["result"]["orders"] == 7 * 40
+    assert body["result_location"] == f"s3://{BUCKET}/runs/merchant_threshold/dagtest-ok/curve.json"
+    assert body["error"] is None
+
+
+def test_failure_path_sends_one_failure_callback_with_the_notebook_error(peers):
+    missing = f"s3://{BUCKET}/no/such/orders.csv"
+    states = run_dag({"merchant_id": "m_1042", "orders_path": missing}, "dagtest-fail")
+
+    assert states["wait"] == "failed"
+    assert states["collect"] == "upstream_failed"
+    assert states["notify_success"] == "upstream_failed"
+    assert states["notify_failure"] == "success"
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-fail"]
+    body = verify([peers["secret"]], event["body"].encode(), event["headers"])
+    assert body["type"] == "request.failed"
+    assert body["error"]["failed_task"] == "wait"
+    assert "no/such/orders.csv" in body["error"]["message"]
+    assert body["error"]["trace"]
+    assert body["result"] is None and body["result_location"] is None
