@@ -39,7 +39,7 @@ def _admin(sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
     root = tmp_path_factory.mktemp("e2e-stack")
     notebooks = root / "notebooks"
     shutil.copytree(REPO / "notebooks", notebooks)
@@ -47,16 +47,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         shutil.copytree(job, notebooks / job.name)
     _admin(f"DROP DATABASE IF EXISTS {E2E_DATABASE} WITH (FORCE)")
     _admin(f"CREATE DATABASE {E2E_DATABASE}")
-    cfg = StackConfig(
+    return StackConfig(
         state_dir=root / "state",
         base_port=E2E_BASE_PORT,
         database_url=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{E2E_DATABASE}",
         notebooks=notebooks,
     )
+
+
+@pytest.fixture(scope="session")
+def stack(stack_config: StackConfig) -> Iterator[dict[str, Any]]:
     try:
-        yield up(cfg)
+        yield up(stack_config)
     finally:
-        down(cfg)
+        down(stack_config)
         _admin(f"DROP DATABASE IF EXISTS {E2E_DATABASE} WITH (FORCE)")
 
 

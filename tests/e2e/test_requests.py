@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from dsbridge.callback.signing import verify
 from dsbridge.client import AirflowApiError, AirflowClient
+from dsbridge.stack.stack import running, up
 from tests.e2e.conftest import REPO, databricks_runs, events_for, wait_for_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -182,3 +183,18 @@ def test_caller_cancel_stops_the_notebook_and_gives_one_cancelled_event(stack, a
     assert event["deliveries"] == 1
     assert len(databricks_runs(stack, request_id)) == 1
     assert airflow.run("sleepy", request_id)["state"] == "failed"
+
+
+def test_second_up_starts_no_twins(stack_config, stack):
+    said: list[str] = []
+    assert up(stack_config, progress=said.append) == stack
+    assert len(said) == 1 and "already up" in said[0]
+    assert set(running(stack_config)) == {
+        "s3",
+        "emulator",
+        "service",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    }

@@ -112,3 +112,19 @@ def test_discover_keeps_good_jobs_next_to_bad(tmp_path: Path):
     contracts, errors = discover_contracts(tmp_path)
     assert [c.name for c in contracts] == ["good_job"]
     assert len(errors) == 1 and "bad_job/job.yaml" in errors[0].path
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe not utf-8", "is not UTF-8 text"),
+        (b"description: " + b"x" * 300_000, "larger than 256 KiB"),
+        (b"- just\n- a list\n", "must be a mapping"),
+        (b"!!python/object/apply:os.system ['true']\n", "not valid YAML"),
+    ],
+)
+def test_hostile_contract_files_are_refused_clearly(job_dir: Path, content: bytes, problem: str):
+    path = job_dir / "job.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ContractError, match=problem):
+        load_contract(path)
