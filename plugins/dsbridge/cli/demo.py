@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -54,7 +55,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print("1/4 starting the local stack…")
     stack = up(cfg)
     try:
-        return _demo(args.job, conf, stack)
+        return _demo(args.job, conf, stack, cfg.stack_file)
     finally:
         if args.keep:
             print("\nthe stack keeps running (--keep); `dsbridge down` stops it")
@@ -63,7 +64,7 @@ def run_demo(args: argparse.Namespace) -> int:
             down(cfg)
 
 
-def _demo(job: str, conf: dict[str, Any], stack: dict[str, Any]) -> int:
+def _demo(job: str, conf: dict[str, Any], stack: dict[str, Any], stack_file: Path) -> int:
     airflow = stack["airflow"]
     request_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     print(f"\n2/4 POST {airflow['url']}/api/v2/dags/{job}/dagRuns  dag_run_id={request_id}")
@@ -84,9 +85,11 @@ def _demo(job: str, conf: dict[str, Any], stack: dict[str, Any]) -> int:
     print(f"    headers: webhook-id={event['headers'].get('webhook-id')}  deliveries={event['deliveries']}")
     print("    " + json.dumps(event["payload"], indent=2).replace("\n", "\n    "))
     payload = event["payload"]
-    ui = f"{airflow['url']}/dags/{job}/runs/{request_id}"
-    print(f"\nAirflow UI (user {stack['airflow_admin']['username']}): {ui}")
+    admin = stack["airflow_admin"]
+    print(f"\nAirflow UI:                {airflow['url']}/dags/{job}/runs/{request_id}")
+    print(f"                           (log in as {admin['username']} / {admin['password']})")
     print(f"optimization service page: {stack['service']['url']}/")
+    print(f"every URL and credential:  {stack_file}")
     if payload["type"] != "request.succeeded":
         print(f"\nthe request did not succeed: {payload['error']}")
         return 1
