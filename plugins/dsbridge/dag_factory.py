@@ -20,14 +20,35 @@ from dsbridge.operators.collect import CollectNotebookOutputOperator
 from dsbridge.operators.notify import CallbackOperator
 from dsbridge.operators.submit import NotebookSubmitRunOperator
 from dsbridge.sensors.run_status import DatabricksRunStatusSensor
+from dsbridge.settings import load_settings
 
 START_DATE = datetime(2024, 1, 1)
 TASK_TIMEOUT = timedelta(minutes=10)
 FIRST_RETRY_DELAY = timedelta(seconds=5)
-MAX_RETRY_DELAY = timedelta(minutes=10)
+MAX_RETRY_DELAY = timedelta(minutes=30)
 # Time after the notebook's own timeout for collecting, notifying and their retries.
 RUN_MARGIN = timedelta(minutes=30)
 WAIT_MARGIN_SECONDS = 120
+
+
+def retries_within(horizon: timedelta, first: timedelta = FIRST_RETRY_DELAY, cap: timedelta = MAX_RETRY_DELAY) -> int:
+    """How many retries, doubling from `first` up to `cap`, it takes to keep trying for `horizon`."""
+    retries, delay, covered = 0, first, timedelta(0)
+    while covered < horizon and retries < 1000:
+        covered += delay
+        delay = min(delay * 2, cap)
+        retries += 1
+    return max(retries, 2)
+
+
+def delivery_args(horizon: timedelta) -> dict[str, Any]:
+    """A callback keeps being retried for the whole horizon (default hours), with backoff and jitter."""
+    return {
+        "retries": retries_within(horizon),
+        "retry_delay": FIRST_RETRY_DELAY,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": MAX_RETRY_DELAY,
+    }
 
 
 def default_args(contract: JobContract) -> dict[str, Any]:
@@ -88,6 +109,7 @@ def doc_md(contract: JobContract) -> str:
 
 def build_job_dag(contract: JobContract) -> DAG:
     """The DAG that serves one notebook job."""
+    horizon = load_settings().callback_horizon
     with DAG(
         dag_id=contract.name,
         description=contract.description.splitlines()[0][:200],
@@ -96,7 +118,9 @@ def build_job_dag(contract: JobContract) -> DAG:
         catchup=False,
         params=job_params(contract),
         max_active_runs=contract.max_concurrent_requests,
-        dagrun_timeout=timedelta(seconds=contract.timeout_seconds) + RUN_MARGIN,
+        # Long enough for the notebook, its retries and the whole callback horizon: a timeout stops
+        # the run and reports it as failed, which must never overtake a pending success event.
+        dagrun_timeout=timedelta(seconds=contract.timeout_seconds) + horizon + RUN_MARGIN,
         default_args=default_args(contract),
         tags=["dsbridge", *contract.tags],
         doc_md=doc_md(contract),
@@ -123,12 +147,14 @@ def build_job_dag(contract: JobContract) -> DAG:
             task_id="notify_success",
             outcome="success",
             endpoint=contract.success_path,
+            **delivery_args(horizon),
             doc_md="Sends the signed `request.succeeded` event to the optimization service.",
         )
         notify_failure = CallbackOperator(
             task_id="notify_failure",
             outcome="failure",
             endpoint=contract.failure_path,
+            **delivery_args(horizon),
             trigger_rule=TriggerRule.ONE_FAILED,
             doc_md="Sends the signed `request.failed` / `request.cancelled` event when a step failed.",
         )

@@ -13,12 +13,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from dsbridge.dag_factory import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, START_DATE, TASK_TIMEOUT
+from dsbridge.dag_factory import START_DATE, TASK_TIMEOUT, delivery_args
 from dsbridge.notifiers.log import AlertLogNotifier
 from dsbridge.operators.notify import OutcomeCallbackOperator
+from dsbridge.settings import load_settings
 
 OUTCOMES_DAG_ID = "dsbridge_outcomes"
-RETRIES = 8
 
 
 def build_outcomes_dag() -> DAG:
@@ -29,7 +29,7 @@ def build_outcomes_dag() -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=64,
-        dagrun_timeout=timedelta(hours=6),
+        dagrun_timeout=load_settings().callback_horizon + timedelta(hours=1),
         tags=["dsbridge", "outcomes"],
         is_paused_upon_creation=False,
         doc_md=__doc__,
@@ -43,10 +43,7 @@ def build_outcomes_dag() -> DAG:
         },
         default_args={
             "owner": "dsbridge",
-            "retries": RETRIES,
-            "retry_delay": FIRST_RETRY_DELAY,
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": MAX_RETRY_DELAY,
+            **delivery_args(load_settings().callback_horizon),
             "execution_timeout": TASK_TIMEOUT,
             "on_failure_callback": [AlertLogNotifier(event="task_failed")],
             "on_retry_callback": [AlertLogNotifier(event="task_retry")],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 DATABRICKS_CONN_ID = "databricks_default"
@@ -23,6 +24,7 @@ class Settings:
     results_prefix: str
     workspace_root: str
     airflow_base_url: str
+    callback_horizon: timedelta
 
     def output_path(self, job: str, request_id: str) -> str:
         prefix = f"{self.results_prefix.strip('/')}/" if self.results_prefix.strip("/") else ""
@@ -37,6 +39,7 @@ def load_settings() -> Settings:
         airflow_base_url=os.environ.get(
             "DSBRIDGE_AIRFLOW_URL", os.environ.get("AIRFLOW__API__BASE_URL", "http://localhost:8080")
         ).rstrip("/"),
+        callback_horizon=timedelta(minutes=float(os.environ.get("DSBRIDGE_CALLBACK_HORIZON_MINUTES", "360"))),
     )
 
 

@@ -161,3 +161,17 @@ def test_failure_path_sends_one_failure_callback_with_the_notebook_error(peers):
     assert "no/such/orders.csv" in body["error"]["message"]
     assert body["error"]["trace"]
     assert body["result"] is None and body["result_location"] is None
+
+
+def test_receiver_error_is_retried_with_the_same_event(peers):
+    armed = httpx.post(f"{peers['service']}/admin/faults", json={"status": 500, "count": 1}, timeout=10)
+    assert armed.status_code == 200
+
+    states = run_dag({"merchant_id": "m_9"}, "dagtest-retry")
+
+    assert states["notify_success"] == "success"
+    faults = httpx.get(f"{peers['service']}/admin/faults", timeout=10).json()
+    assert faults["served"] == 1 and faults["remaining"] == 0  # the first delivery did get the 500
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-retry"]
+    assert event["deliveries"] == 1  # the 500 stored nothing; the retry carried the same event id
+    verify([peers["secret"]], event["body"].encode(), event["headers"])

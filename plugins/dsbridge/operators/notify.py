@@ -22,6 +22,7 @@ from urllib.parse import quote
 from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException
 
 from dsbridge.callback.event import CANCELLED, FAILED, SUCCEEDED, build_event, encode
 from dsbridge.callback.signing import sign_headers
@@ -33,6 +34,31 @@ from dsbridge.settings import DATABRICKS_CONN_ID, SERVICE_CONN_ID, load_settings
 EVENT_STATE_KEY = "dsbridge_event"
 HTTP_TIMEOUT_SECONDS = 30
 TIMED_OUT = "timed_out"
+# Worth another delivery later: the receiver is busy, down or slow (connection errors raise too).
+RETRYABLE_STATUSES = frozenset({408, 429})
+BODY_EXCERPT_CHARS = 300
+
+
+class DeliveryRetryable(RuntimeError):
+    """The receiver could not take the event now; Airflow retries the task with backoff."""
+
+
+def check_delivery(response: Any) -> bool:
+    """Accept 2xx; retry 408, 429 and 5xx; fail fast (with an alert) on any other answer.
+
+    Redirects are not followed, so an unexpected 3xx also fails fast: the target is exactly the
+    connection's host and the contract's path.
+    """
+    status = int(response.status_code)
+    if 200 <= status < 300:
+        return True
+    excerpt = (response.text or "")[:BODY_EXCERPT_CHARS]
+    if status in RETRYABLE_STATUSES or status >= 500:
+        raise DeliveryRetryable(f"the optimization service answered {status}; retrying later: {excerpt}")
+    raise AirflowFailException(
+        f"the optimization service refused the event with {status} ({excerpt}); fix the receiver or the "
+        "connection, then clear this task to resend the same event"
+    )
 
 
 def _iso_from_ms(ms: int | None) -> str | None:
@@ -116,7 +142,8 @@ class CallbackOperator(HttpOperator):
             http_conn_id=http_conn_id,
             endpoint=endpoint,
             method="POST",
-            extra_options={"timeout": HTTP_TIMEOUT_SECONDS},
+            extra_options={"timeout": HTTP_TIMEOUT_SECONDS, "check_response": False, "allow_redirects": False},
+            response_check=check_delivery,
             deferrable=False,
             **kwargs,
         )

@@ -7,11 +7,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from jsonschema import Draft202012Validator
 
 from dsbridge.callback.event import event_id_for
 from dsbridge.callback.signing import verify
-from dsbridge.operators.notify import CallbackOperator, OutcomeCallbackOperator
+from dsbridge.operators.notify import CallbackOperator, DeliveryRetryable, OutcomeCallbackOperator, check_delivery
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the test connection's (tests/conftest.py)
@@ -156,3 +157,27 @@ def test_outcome_event_reports_the_job_run(contract, context_factory, reason, ev
     assert event["databricks_run_id"] == 501
     # The same request's event id, whichever DAG delivers it: the receiver keeps one final event.
     assert event["event_id"] == event_id_for("merchant_threshold", "req-9", 0)
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_2xx_is_delivered(status):
+    assert check_delivery(mock.Mock(status_code=status, text="")) is True
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_busy_or_broken_receiver_is_retried(status):
+    with pytest.raises(DeliveryRetryable, match=str(status)):
+        check_delivery(mock.Mock(status_code=status, text="try later"))
+
+
+@pytest.mark.parametrize("status", [301, 302, 400, 401, 403, 404, 410, 413, 422])
+def test_refusal_fails_fast_with_the_fix(status):
+    with pytest.raises(AirflowFailException, match=rf"refused the event with {status}.*clear this task"):
+        check_delivery(mock.Mock(status_code=status, text="x" * 10_000))
+
+
+def test_callback_never_follows_redirects_and_checks_every_answer(contract):
+    operator = CallbackOperator(task_id="notify_success", outcome="success", endpoint=contract.success_path)
+    assert operator.extra_options["allow_redirects"] is False
+    assert operator.extra_options["check_response"] is False
+    assert operator.response_check is check_delivery
