@@ -200,6 +200,98 @@ def read_stack(cfg: StackConfig) -> dict[str, Any]:
     return dict(json.loads(cfg.stack_file.read_text()))
 
 
+@dataclass(frozen=True)
+class Component:
+    """How to start one process of the stack (S3 is started by `dsbridge.stack.s3`)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+
+
+def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) -> dict[str, Component]:
+    """Every process but S3, by name, in start order; the same for `up` and for `restart`."""
+    python = sys.executable
+    s3_env = {
+        "AWS_ENDPOINT_URL_S3": desc["s3"]["endpoint_url"],
+        "AWS_ACCESS_KEY_ID": creds["s3_access_key"],
+        "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    emulator_argv = [python, "-m", "dsbridge.emulator", "--host", "127.0.0.1", "--port", str(cfg.ports["emulator"])]
+    emulator_argv += ["--workspace", str(cfg.notebooks), "--state", str(cfg.state_dir / "emulator")]
+    emulator_argv += ["--max-concurrent-runs", "16"]
+    service_argv = [python, "-m", "dsbridge.service", "--host", "127.0.0.1", "--port", str(cfg.ports["service"])]
+    service_argv += ["--db", str(cfg.state_dir / "service.db")]
+    found = {
+        "emulator": Component(
+            emulator_argv,
+            dict(os.environ) | s3_env | {"DSBRIDGE_EMULATOR_TOKEN": creds["databricks_token"]},
+            cfg.logs / "emulator.log",
+        ),
+        "service": Component(
+            service_argv,
+            dict(os.environ) | {"DSBRIDGE_SERVICE_SECRETS": creds["signing_secret"]},
+            cfg.logs / "service.log",
+        ),
+    }
+    env = dict(os.environ) | airflow.airflow_env(
+        repo=cfg.repo,
+        notebooks=cfg.notebooks,
+        home=cfg.state_dir / "airflow",
+        port=cfg.ports["airflow"],
+        database_url=database_url(cfg),
+        secrets=creds,
+        emulator_url=desc["emulator"]["url"],
+        s3={**desc["s3"]},
+        service_url=desc["service"]["url"],
+        alerts_file=Path(desc["alerts_file"]),
+    )
+    for name in airflow.COMPONENTS:
+        found[f"airflow-{name}"] = Component(airflow.component_argv(name), env, cfg.logs / f"airflow-{name}.log")
+    return found
+
+
+def _record(cfg: StackConfig, name: str, pid: int) -> None:
+    pids = recorded_pids(cfg)
+    pids[name] = pid
+    _private_file(cfg.pids_file, json.dumps(pids))
+
+
+def _start_s3(cfg: StackConfig, creds: dict[str, str]) -> int:
+    proc = s3.start(
+        cfg.state_dir / "s3",
+        access_key=creds["s3_access_key"],
+        secret_key=creds["s3_secret_key"],
+        log_path=cfg.logs / "s3.log",
+        ports=cfg.s3_ports,
+    )
+    _record(cfg, "s3", proc.pid)
+    return proc.pid
+
+
+def start_component(cfg: StackConfig, name: str) -> int:
+    """Start one recorded component of a stack that is up (after `stop_component`)."""
+    creds, desc = load_secrets(cfg), read_stack(cfg)
+    if name == "s3":
+        return _start_s3(cfg, creds)
+    spec = components(cfg, creds, desc)[name]
+    pid = spawn(spec.argv, env=spec.env, log_path=spec.log)
+    _record(cfg, name, pid)
+    return pid
+
+
+def stop_component(cfg: StackConfig, name: str, *, hard: bool = False) -> None:
+    """Stop one component: politely, or with SIGKILL at once (`hard`), as a crash would."""
+    pid = recorded_pids(cfg).get(name)
+    if pid is None:
+        raise StackError(f"no component {name!r}; the stack has {sorted(recorded_pids(cfg))}")
+    if name == "s3" and not hard:
+        s3.stop(pid, ports=cfg.s3_ports)
+    else:
+        stop_group(pid, grace=0.0 if hard else 20.0)
+
+
 def up(cfg: StackConfig, progress: Progress = print) -> dict[str, Any]:
     """Start the stack (or say it is already up) and return the content of stack.json."""
     already = running(cfg)
@@ -210,18 +302,13 @@ def up(cfg: StackConfig, progress: Progress = print) -> dict[str, Any]:
         raise StackError(f"a partial stack is running ({sorted(already)}); run `dsbridge down` first")
     check_ports_free(cfg)
     cfg.logs.mkdir(parents=True, exist_ok=True)
+    cfg.pids_file.unlink(missing_ok=True)
     creds = load_secrets(cfg)
     desc = stack_description(cfg, creds)
-    pids: dict[str, int] = {}
     began = time.monotonic()
-
-    def record(name: str, pid: int) -> None:
-        pids[name] = pid
-        _private_file(cfg.pids_file, json.dumps(pids))
-
     try:
-        _start_services(cfg, creds, desc, record, progress)
-        _start_airflow(cfg, creds, desc, record, progress)
+        _start_services(cfg, creds, desc, progress)
+        _start_airflow(cfg, creds, desc, progress)
     except BaseException:
         progress("start-up failed; stopping what was started")
         down(cfg, progress=lambda _msg: None)
@@ -231,69 +318,11 @@ def up(cfg: StackConfig, progress: Progress = print) -> dict[str, Any]:
     return desc
 
 
-def _start_services(
-    cfg: StackConfig,
-    creds: dict[str, str],
-    desc: dict[str, Any],
-    record: Callable[[str, int], None],
-    progress: Progress,
-) -> None:
-    s3_dir = cfg.state_dir / "s3"
-    proc = s3.start(
-        s3_dir,
-        access_key=creds["s3_access_key"],
-        secret_key=creds["s3_secret_key"],
-        log_path=cfg.logs / "s3.log",
-        ports=cfg.s3_ports,
-    )
-    record("s3", proc.pid)
-    s3_env = {
-        "AWS_ENDPOINT_URL_S3": desc["s3"]["endpoint_url"],
-        "AWS_ACCESS_KEY_ID": creds["s3_access_key"],
-        "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    python = sys.executable
-    record(
-        "emulator",
-        spawn(
-            [
-                python,
-                "-m",
-                "dsbridge.emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(cfg.ports["emulator"]),
-                "--workspace",
-                str(cfg.notebooks),
-                "--state",
-                str(cfg.state_dir / "emulator"),
-                "--max-concurrent-runs",
-                "16",
-            ],
-            env=os.environ | s3_env | {"DSBRIDGE_EMULATOR_TOKEN": creds["databricks_token"]},
-            log_path=cfg.logs / "emulator.log",
-        ),
-    )
-    record(
-        "service",
-        spawn(
-            [
-                python,
-                "-m",
-                "dsbridge.service",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(cfg.ports["service"]),
-                "--db",
-                str(cfg.state_dir / "service.db"),
-            ],
-            env=os.environ | {"DSBRIDGE_SERVICE_SECRETS": creds["signing_secret"]},
-            log_path=cfg.logs / "service.log",
-        ),
-    )
+def _start_services(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any], progress: Progress) -> None:
+    _start_s3(cfg, creds)
+    specs = components(cfg, creds, desc)
+    for name in ("emulator", "service"):
+        _record(cfg, name, spawn(specs[name].argv, env=specs[name].env, log_path=specs[name].log))
     took = s3.wait_healthy(desc["s3"]["endpoint_url"], 60, log_path=cfg.logs / "s3.log")
     s3.ensure_bucket(desc["s3"]["endpoint_url"], creds["s3_access_key"], creds["s3_secret_key"], RESULTS_BUCKET)
     progress(f"  S3 (SeaweedFS)        {desc['s3']['endpoint_url']}  ready in {took:.1f}s")
@@ -311,35 +340,16 @@ def _start_services(
     progress(f"  optimization service  {desc['service']['url']}  ready in {took:.1f}s")
 
 
-def _start_airflow(
-    cfg: StackConfig,
-    creds: dict[str, str],
-    desc: dict[str, Any],
-    record: Callable[[str, int], None],
-    progress: Progress,
-) -> None:
+def _start_airflow(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any], progress: Progress) -> None:
     home = cfg.state_dir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     airflow.write_passwords(home, creds["admin_password"], creds["service_password"])
-    env = os.environ | airflow.airflow_env(
-        repo=cfg.repo,
-        notebooks=cfg.notebooks,
-        home=home,
-        port=cfg.ports["airflow"],
-        database_url=database_url(cfg),
-        secrets=creds,
-        emulator_url=desc["emulator"]["url"],
-        s3={**desc["s3"]},
-        service_url=desc["service"]["url"],
-        alerts_file=Path(desc["alerts_file"]),
-    )
+    specs = components(cfg, creds, desc)
     progress(f"  Airflow database      {desc['airflow']['database']}: migrating…")
-    airflow.migrate(env, cfg.logs / "airflow-migrate.log")
-    for component in airflow.COMPONENTS:
-        record(
-            f"airflow-{component}",
-            spawn(airflow.component_argv(component), env=env, log_path=cfg.logs / f"airflow-{component}.log"),
-        )
+    airflow.migrate(specs["airflow-scheduler"].env, cfg.logs / "airflow-migrate.log")
+    for name in airflow.COMPONENTS:
+        spec = specs[f"airflow-{name}"]
+        _record(cfg, f"airflow-{name}", spawn(spec.argv, env=spec.env, log_path=spec.log))
     progress("  Airflow               starting api-server, scheduler, dag-processor, triggerer…")
     url = desc["airflow"]["url"]
     took = wait_until(
