@@ -57,9 +57,11 @@ class AirflowClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call with the bearer token; logs in again once if the token expired."""
+        extra_headers = kwargs.pop("headers", None) or {}
         for attempt in range(2):
             token = self._token or self.login()
-            answer = self._http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            headers = {**extra_headers, "Authorization": f"Bearer {token}"}
+            answer = self._http.request(method, path, headers=headers, **kwargs)
             if answer.status_code == 401 and attempt == 0:
                 self._token = None
                 continue
