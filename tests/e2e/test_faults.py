@@ -212,3 +212,56 @@ def test_notebook_exceeding_its_timeout(stack, airflow, request_id, reliability)
     reliability("notebook exceeds its timeout", "one request.failed naming the timeout", result)
     assert result["state"] == "failed" and result["types"] == ["request.failed"], result
     assert "timeout" in result["error"] and result["databricks_runs"] == 1
+
+
+def test_refused_callback_alerts_and_a_cleared_task_resends_the_same_event(stack, airflow, request_id, reliability):
+    admin_info = stack["airflow_admin"]
+    service_faults(stack, {"status": 400, "count": 1})
+    try:
+        airflow.trigger("sleepy", {"seconds": 0}, request_id)
+        run = airflow.wait("sleepy", request_id, timeout=180)
+    finally:
+        service_faults(stack, {"status": None})
+    assert run["state"] == "failed"
+    notify = airflow.call("GET", f"/api/v2/dags/sleepy/dagRuns/{request_id}/taskInstances/notify_success")
+    assert notify["state"] == "failed" and notify["try_number"] == 1  # a refusal is not retried
+    alerts = Path(stack["alerts_file"]).read_text().splitlines()
+    assert any(request_id in line and "notify_success" in line and "refused" in line for line in alerts)
+    assert wait_for_events(stack, request_id, timeout=3) == []
+
+    # Ops fix the receiver, then clear the task in the UI (here: the same REST call the UI makes).
+    with AirflowClient(stack["airflow"]["url"], admin_info["username"], admin_info["password"]) as admin:
+        admin.call(
+            "POST",
+            "/api/v2/dags/sleepy/clearTaskInstances",
+            json={"dry_run": False, "dag_run_id": request_id, "task_ids": ["notify_success"], "only_failed": True},
+        )
+    result = outcome(stack, airflow, "sleepy", request_id)
+    events = wait_for_events(stack, request_id)
+    reliability("callback refused with 400; task cleared after the fix", "alert, then one event on resend", result)
+    assert succeeded(result), result
+    assert events[0]["event_id"] == events[0]["payload"]["event_id"]
+
+
+def test_signing_secret_never_appears_in_task_logs(stack, stack_config):
+    secret = stack["service"]["signing_secret"]
+    logs = list((stack_config.state_dir / "airflow" / "logs").rglob("*.log"))
+    assert any("notify_success" in str(path) for path in logs)
+    assert not [path for path in logs if secret in path.read_text(errors="replace")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v2/connections"),
+        ("GET", "/api/v2/connections/optimization_service"),
+        ("POST", "/api/v2/connections"),
+        ("GET", "/api/v2/variables"),
+        ("POST", "/api/v2/variables"),
+        ("POST", "/api/v2/pools"),
+        ("GET", "/api/v2/config"),
+    ],
+)
+def test_service_user_cannot_touch_connections_variables_pools_or_config(airflow, method, path):
+    answer = airflow.request(method, path, json={} if method == "POST" else None)
+    assert answer.status_code in (401, 403, 404), (method, path, answer.status_code)
