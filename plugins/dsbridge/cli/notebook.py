@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dsbridge.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare
+from dsbridge.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare, start
 from dsbridge.emulator.runtime.source import LANGUAGE_BY_SUFFIX, NotebookPathError, NotebookSourceError
 
 MAX_PARAMS = 1000
@@ -82,24 +82,15 @@ def run_notebook(
             launch = prepare(task_dir, root, notebook, language, params, extra_env=extra)
         except (NotebookSourceError, NotebookPathError) as exc:
             return failed_before_start(exc), ""
-        with launch.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                launch.argv,
-                cwd=launch.cwd,
-                env=launch.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                returncode = proc.wait(timeout=timeout or None)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                text = launch.log_file.read_text(encoding="utf-8", errors="replace")
-                error = f"TimeoutError: the notebook ran longer than {timeout:g} s"
-                return Outcome(status="FAILED", error=error, error_trace=error), text
+        proc = start(launch)
+        try:
+            returncode = proc.wait(timeout=timeout or None)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            text = launch.log_file.read_text(encoding="utf-8", errors="replace")
+            error = f"TimeoutError: the notebook ran longer than {timeout:g} s"
+            return Outcome(status="FAILED", error=error, error_trace=error), text
         outcome = collect(launch, returncode)
         return outcome, launch.log_file.read_text(encoding="utf-8", errors="replace")
 

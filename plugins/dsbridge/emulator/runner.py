@@ -25,7 +25,7 @@ from typing import Any
 
 from dsbridge.emulator.faults import Faults
 from dsbridge.emulator.logs import log_event
-from dsbridge.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare
+from dsbridge.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare, start
 from dsbridge.emulator.store import Store
 from dsbridge.emulator.validate import RunSpec, TaskSpec
 
@@ -159,17 +159,7 @@ class TaskExec:
         with self._lock:
             if self.stop_reason is not None:
                 return self._finish(Outcome(status="FAILED"))
-            with launch.log_file.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    launch.argv,
-                    cwd=launch.cwd,
-                    env=launch.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            proc = self.proc
+            self.proc = proc = start(launch)
         running = now_ms()
         sup.store.update_where_active(
             self.run_id, life_cycle="RUNNING", running_ms=running, pid=proc.pid, log_file=str(launch.log_file)

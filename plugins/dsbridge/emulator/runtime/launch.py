@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,20 @@ def prepare(
         log_file=log_file,
         result_file=result_file,
     )
+
+
+def start(launch: Launch) -> subprocess.Popen[bytes]:
+    """Start the prepared notebook in its own process group, output appended to its log."""
+    with launch.log_file.open("ab") as log:
+        return subprocess.Popen(
+            launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def log_tail(log_file: Path, limit: int = LOG_TAIL_IN_TRACE) -> str:
