@@ -8,6 +8,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from airflow.sdk.api.datamodels._generated import DagRunState
 
 from dsbridge.contract import JobContract, load_contract
 
@@ -33,8 +34,13 @@ class FakeTI:
         self.dag_id = "merchant_threshold"
         self.try_number = 1
         self.stats_tags: dict[str, str] = {}
+        self.dagrun_states: dict[tuple[str, str], str] = {}
         self.pulls = dict(pulls or {})
         self.pushed: dict[str, Any] = {}
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> DagRunState:
+        """As the Task SDK answers: the enum, not its string."""
+        return DagRunState(self.dagrun_states.get((dag_id, run_id), "running"))
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed[key] = value

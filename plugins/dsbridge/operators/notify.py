@@ -217,7 +217,14 @@ class OutcomeCallbackOperator(CallbackOperator):
         self.databricks_conn_id = databricks_conn_id
 
     def execute(self, context: Any) -> Any:
-        job = context["params"]["job"]
+        params = context["params"]
+        job, run_id = params["job"], params["run_id"]
+        # Only a job run that really ended failed gets this event (and its notebook cancelled):
+        # a hand-made run of this DAG cannot cancel or speak for a request that is still alive.
+        found = context["ti"].get_dagrun_state(dag_id=job, run_id=run_id)
+        state = str(getattr(found, "value", found))  # a DagRunState enum, or its value
+        if state != "failed":
+            raise AirflowFailException(f"job run {job} {run_id} is {state!r}, not failed; nothing to report")
         self.endpoint = load_contract(notebooks_dir() / job / "job.yaml").failure_path
         self.cancel_databricks_run(self.record(context))
         return super().execute(context)

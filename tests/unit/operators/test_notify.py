@@ -141,6 +141,7 @@ def test_outcome_event_reports_the_job_run(contract, context_factory, reason, ev
             (*job_run, "submit", "run_page_url"): "http://db/#job/runs/501",
         },
     )
+    context["ti"].dagrun_states[job_run] = "failed"
     operator = OutcomeCallbackOperator(task_id="notify_outcome")
     with (
         mock.patch("airflow.providers.http.operators.http.HttpOperator.execute"),
@@ -181,3 +182,19 @@ def test_callback_never_follows_redirects_and_checks_every_answer(contract):
     assert operator.extra_options["allow_redirects"] is False
     assert operator.extra_options["check_response"] is False
     assert operator.response_check is check_delivery
+
+
+@pytest.mark.parametrize("state", ["running", "queued", "success"])
+def test_outcome_refuses_a_job_run_that_did_not_fail(context_factory, state):
+    params = {"job": "merchant_threshold", "run_id": "req-9", "request_id": "req-9", "reason": "cancelled"}
+    context = context_factory("notify_outcome", params=params)
+    context["ti"].dagrun_states["merchant_threshold", "req-9"] = state
+    operator = OutcomeCallbackOperator(task_id="notify_outcome")
+    with (
+        mock.patch("airflow.providers.http.operators.http.HttpOperator.execute") as http_execute,
+        mock.patch("dsbridge.operators.notify.DatabricksHook") as hook_cls,
+        pytest.raises(AirflowFailException, match="not failed"),
+    ):
+        operator.execute(context)
+    http_execute.assert_not_called()
+    hook_cls.return_value.cancel_run.assert_not_called()
