@@ -164,13 +164,7 @@ def test_worker_killed_during_submit(stack, stack_config, airflow, request_id, r
     emulator_faults(stack, {"latency_ms": 4000})
     try:
         airflow.trigger("sleepy", {"seconds": 1}, request_id)
-        wait_for_task(airflow, "sleepy", request_id, "submit", ("running",))
-        task_id = ti_id(airflow, "sleepy", request_id, "submit")
-        deadline = time.monotonic() + 30
-        while (pid := task_process(stack_config, task_id)) is None:
-            assert time.monotonic() < deadline, "submit's task process not found"
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+        kill_task_runner(stack_config, airflow, "sleepy", request_id, "submit")
     finally:
         emulator_faults(stack, {"latency_ms": 0})
     result = outcome(stack, airflow, "sleepy", request_id)
@@ -178,6 +172,32 @@ def test_worker_killed_during_submit(stack, stack_config, airflow, request_id, r
     reliability("worker SIGKILLed during `submit`", "retried; still one Databricks run, one event", result)
     assert succeeded(result), result
     assert submit["try_number"] >= 2  # the kill did end a try
+
+
+def kill_task_runner(stack_config, airflow: AirflowClient, job: str, request_id: str, task: str) -> None:
+    """SIGKILL the process running `task` of this request, as a crashed worker would die."""
+    wait_for_task(airflow, job, request_id, task, ("running",))
+    task_id = ti_id(airflow, job, request_id, task)
+    deadline = time.monotonic() + 30
+    while (pid := task_process(stack_config, task_id)) is None:
+        assert time.monotonic() < deadline, f"{task}'s task process not found"
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_killed_during_collect(stack, stack_config, airflow, request_id, reliability):
+    airflow.trigger("sleepy", {"seconds": 1}, request_id)
+    wait_for_task(airflow, "sleepy", request_id, "wait", ("deferred",))
+    emulator_faults(stack, {"latency_ms": 4000})  # keeps collect's get-output call in flight
+    try:
+        kill_task_runner(stack_config, airflow, "sleepy", request_id, "collect")
+    finally:
+        emulator_faults(stack, {"latency_ms": 0})
+    result = outcome(stack, airflow, "sleepy", request_id)
+    collect = airflow.call("GET", f"/api/v2/dags/sleepy/dagRuns/{request_id}/taskInstances/collect")
+    reliability("worker SIGKILLed during `collect`", "collect retried; one run, one event", result)
+    assert succeeded(result), result
+    assert collect["try_number"] >= 2  # the kill did end a try
 
 
 def test_emulator_killed_mid_run(stack, stack_config, airflow, request_id, reliability):
