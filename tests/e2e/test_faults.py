@@ -278,6 +278,7 @@ def test_signing_secret_never_appears_in_task_logs(stack, stack_config):
         ("POST", "/api/v2/connections"),
         ("GET", "/api/v2/variables"),
         ("POST", "/api/v2/variables"),
+        ("GET", "/api/v2/pools"),
         ("POST", "/api/v2/pools"),
         ("GET", "/api/v2/config"),
     ],
@@ -285,3 +286,22 @@ def test_signing_secret_never_appears_in_task_logs(stack, stack_config):
 def test_service_user_cannot_touch_connections_variables_pools_or_config(airflow, method, path):
     answer = airflow.request(method, path, json={} if method == "POST" else None)
     assert answer.status_code in (401, 403, 404), (method, path, answer.status_code)
+
+
+def test_caller_cancel_stops_the_notebook_and_gives_one_cancelled_event(stack, airflow, request_id, reliability):
+    airflow.trigger("sleepy", {"seconds": 120}, request_id)
+    wait_for_task(airflow, "sleepy", request_id, "wait", ("deferred",))
+
+    assert airflow.cancel("sleepy", request_id)["state"] == "failed"
+
+    deadline = time.monotonic() + 60
+    while (db_run := databricks_runs(stack, request_id)[0])["state"].get("result_state") != "CANCELED":
+        assert time.monotonic() < deadline, f"Databricks run not cancelled: {db_run['state']}"
+        time.sleep(0.5)
+    result = outcome(stack, airflow, "sleepy", request_id)
+    (event,) = wait_for_events(stack, request_id)
+    reliability("caller cancels (DAG run marked failed)", "Databricks run cancelled; one request.cancelled", result)
+    assert result["state"] == "failed" and result["types"] == ["request.cancelled"], result
+    assert result["deliveries"] == 1 and result["databricks_runs"] == 1
+    assert event["payload"]["databricks_run_id"] == db_run["run_id"]
+    assert event["payload"]["job"] == "sleepy"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -160,29 +159,6 @@ def test_unauthenticated_trigger_is_refused(stack, request_id):
         anonymous.trigger("merchant_threshold", {"merchant_id": "m"}, request_id)
     assert refused.value.status in (401, 403)
     assert events_for(stack, request_id) == []
-
-
-def test_caller_cancel_stops_the_notebook_and_gives_one_cancelled_event(stack, airflow, request_id):
-    airflow.trigger("sleepy", {"seconds": 120}, request_id)
-    deadline = time.monotonic() + 120
-    while airflow.task_instances("sleepy", request_id).get("wait") != "deferred":
-        assert time.monotonic() < deadline, "wait never deferred"
-        time.sleep(0.5)
-
-    assert airflow.cancel("sleepy", request_id)["state"] == "failed"
-
-    deadline = time.monotonic() + 60
-    while (db_run := databricks_runs(stack, request_id)[0])["state"].get("result_state") != "CANCELED":
-        assert time.monotonic() < deadline, f"Databricks run not cancelled: {db_run['state']}"
-        time.sleep(0.5)
-    (event,) = wait_for_events(stack, request_id, timeout=90)
-    payload = event["payload"]
-    assert payload["type"] == "request.cancelled"
-    assert payload["job"] == "sleepy"
-    assert payload["databricks_run_id"] == db_run["run_id"]
-    assert event["deliveries"] == 1
-    assert len(databricks_runs(stack, request_id)) == 1
-    assert airflow.run("sleepy", request_id)["state"] == "failed"
 
 
 def test_second_up_starts_no_twins(stack_config, stack):

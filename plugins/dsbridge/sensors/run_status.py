@@ -16,7 +16,8 @@ from typing import Any
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.sdk import BaseSensorOperator
 
-from dsbridge.outcome import fail_request
+from dsbridge.callback.event import FAILED
+from dsbridge.outcome import ERROR_XCOM_KEY, fail_request
 from dsbridge.settings import DATABRICKS_CONN_ID
 from dsbridge.triggers.run_status import (
     ERROR_EVENT,
@@ -125,9 +126,20 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         raise AssertionError("unreachable")  # fail_request always raises
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
-        # The trigger was stopped by a timeout (or crashed): stop the notebook before failing.
+        # The trigger was stopped by a timeout (or crashed): stop the notebook, and say why, before failing.
         if next_method == TRIGGER_FAIL_METHOD:
             self._cancel_run()
+            reason = (next_kwargs or {}).get("error", "the trigger failed")
+            context["ti"].xcom_push(
+                key=ERROR_XCOM_KEY,
+                value={
+                    "type": FAILED,
+                    "message": f"gave up waiting for Databricks run {self.run_id} ({reason}); the run was cancelled",
+                    "trace": None,
+                    "failed_task": context["ti"].task_id,
+                    "databricks_state": None,
+                },
+            )
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:

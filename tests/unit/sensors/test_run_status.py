@@ -91,10 +91,14 @@ def test_unreachable_databricks_is_retryable(sensor, context_factory):
         sensor.execute_complete(context, {"status": "error", "run_id": 77, "message": "503"})
 
 
-def test_trigger_timeout_cancels_the_run(sensor, context_factory):
+def test_trigger_timeout_cancels_the_run_and_says_why(sensor, context_factory):
+    context = context_factory("wait")
     with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowSensorTimeout):
-        sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, context_factory("wait"))
+        sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, context)
     hook_cls.return_value.cancel_run.assert_called_once_with(77)
+    recorded = context["ti"].pushed["dsbridge_error"]
+    assert recorded["type"] == "request.failed" and recorded["failed_task"] == "wait"
+    assert "Trigger timeout" in recorded["message"] and "cancelled" in recorded["message"]
 
 
 def test_kill_cancels_the_run(sensor):
