@@ -123,7 +123,9 @@ run; do not edit by hand.
 - One request starts at most one Databricks run: the submit carries an idempotency token derived
   from job and request, and a restarted `submit` reconnects to the run it recorded.
 - A request stopped from outside (caller cancel, DAG-run timeout) cancels its Databricks run and
-  still gets its one event (the `dsbridge_outcomes` DAG).
+  still gets its one event (the `dsbridge_outcomes` DAG). The suite exercises the cancel; the
+  timeout takes the same path with another reason and is covered by unit tests only, since the
+  DAG-run timeout is the notebook's timeout plus the whole callback horizon.
 - Callbacks are retried with exponential backoff for `DSBRIDGE_CALLBACK_HORIZON_MINUTES` (6 hours
   by default) on connection errors, 408, 429 and 5xx; other answers fail at once and alert.
 
@@ -133,6 +135,9 @@ run; do not edit by hand.
 - A final event when a caller cancels while a notify task is already delivering: that delivery may
   or may not have reached the receiver, and no second event is started.
 - Results of a Databricks run lost with its workspace (here: the emulator killed): the request fails.
+- Per-DAG isolation between callers: the local stack's API user can see and trigger every DAG
+  (use the FAB auth manager for per-DAG roles); `dsbridge_outcomes` refuses to act for a job run
+  that did not fail.
 
 ## Scenarios (last run)
 

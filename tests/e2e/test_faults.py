@@ -126,17 +126,22 @@ def test_callback_receiver_answers_500_then_200(stack, airflow, request_id, reli
     assert tries["try_number"] == 3
 
 
-def test_callback_receiver_down_then_back(stack, stack_config, airflow, request_id, reliability):
+def test_callback_receiver_down_for_minutes_then_back(stack, stack_config, airflow, request_id, reliability):
+    outage_seconds = 120
     stop_component(stack_config, "service")
+    down_since = time.monotonic()
     try:
         airflow.trigger("sleepy", {"seconds": 0}, request_id)
         wait_for_task(airflow, "sleepy", request_id, "notify_success", ("up_for_retry",), timeout=180)
+        time.sleep(max(0.0, outage_seconds - (time.monotonic() - down_since)))
     finally:
         start_component(stack_config, "service")
         wait_until(healthy(f"{stack['service']['url']}/health"), "the service", 60)
     result = outcome(stack, airflow, "sleepy", request_id)
-    reliability("callback receiver down, then back", "delivered after it returns; one event", result)
+    notify = airflow.call("GET", f"/api/v2/dags/sleepy/dagRuns/{request_id}/taskInstances/notify_success")
+    reliability("callback receiver down for 2 minutes, then back", "delivered after it returns; one event", result)
     assert succeeded(result), result
+    assert notify["try_number"] >= 4  # 5 s, 10 s, 20 s, 40 s... of backoff spanned the outage
 
 
 def test_triggerer_killed_while_waiting(stack, stack_config, airflow, request_id, reliability):
