@@ -23,7 +23,8 @@ from dsbridge.callback.signing import new_secret, verify
 from dsbridge.contract import load_contract
 from dsbridge.dag_factory import build_job_dag
 from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.server import free_port, start_background
+from dsbridge.emulator.server import start_background
+from dsbridge.ports import free_port
 from dsbridge.service.app import create_app
 from dsbridge.stack.s3 import SeaweedS3
 

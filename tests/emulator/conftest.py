@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.server import BackgroundServer, free_port, start_background
+from dsbridge.emulator.server import BackgroundServer, start_background
+from dsbridge.ports import free_port
 
 TOKEN = "dapi-emulator-test-token"
 REPO = Path(__file__).resolve().parents[2]

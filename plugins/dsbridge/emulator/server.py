@@ -5,7 +5,6 @@ Only loopback addresses are offered by default; binding elsewhere is the caller'
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -13,14 +12,9 @@ from dataclasses import dataclass
 import uvicorn
 
 from dsbridge.emulator.app import Emulator, EmulatorConfig
+from dsbridge.ports import free_port
 
 STARTUP_TIMEOUT_S = 15.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _uvicorn_config(emulator: Emulator, host: str, port: int, log_level: str) -> uvicorn.Config:

