@@ -41,20 +41,11 @@ def retries_within(horizon: timedelta, first: timedelta = FIRST_RETRY_DELAY, cap
     return max(retries, 2)
 
 
-def delivery_args(horizon: timedelta) -> dict[str, Any]:
-    """A callback keeps being retried for the whole horizon (default hours), with backoff and jitter."""
+def default_args(owner: str, retries: int) -> dict[str, Any]:
+    """Retries with exponential backoff (and Airflow's jitter) up to a cap, task timeout, alerts."""
     return {
-        "retries": retries_within(horizon),
-        "retry_delay": FIRST_RETRY_DELAY,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": MAX_RETRY_DELAY,
-    }
-
-
-def default_args(contract: JobContract) -> dict[str, Any]:
-    return {
-        "owner": contract.owner,
-        "retries": contract.retries,
+        "owner": owner,
+        "retries": retries,
         "retry_delay": FIRST_RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
@@ -121,7 +112,7 @@ def build_job_dag(contract: JobContract) -> DAG:
         # Long enough for the notebook, its retries and the whole callback horizon: a timeout stops
         # the run and reports it as failed, which must never overtake a pending success event.
         dagrun_timeout=timedelta(seconds=contract.timeout_seconds) + horizon + RUN_MARGIN,
-        default_args=default_args(contract),
+        default_args=default_args(contract.owner, contract.retries),
         tags=["dsbridge", *contract.tags],
         doc_md=doc_md(contract),
         is_paused_upon_creation=False,
@@ -147,14 +138,15 @@ def build_job_dag(contract: JobContract) -> DAG:
             task_id="notify_success",
             outcome="success",
             endpoint=contract.success_path,
-            **delivery_args(horizon),
+            # A callback keeps being retried for the whole horizon (default hours).
+            retries=retries_within(horizon),
             doc_md="Sends the signed `request.succeeded` event to the optimization service.",
         )
         notify_failure = CallbackOperator(
             task_id="notify_failure",
             outcome="failure",
             endpoint=contract.failure_path,
-            **delivery_args(horizon),
+            retries=retries_within(horizon),
             trigger_rule=TriggerRule.ONE_FAILED,
             doc_md="Sends the signed `request.failed` / `request.cancelled` event when a step failed.",
         )

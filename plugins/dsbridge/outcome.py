@@ -16,16 +16,15 @@ ERROR_XCOM_KEY = "dsbridge_error"
 TRACKED_TASKS = ("submit", "wait", "collect")
 
 
-def fail_request(
+def record_failure(
     context: Any,
     message: str,
     *,
     cancelled: bool = False,
     trace: str | None = None,
     databricks_state: dict[str, Any] | None = None,
-    retryable: bool = False,
 ) -> None:
-    """Record why the request failed, then raise (without retries unless `retryable`)."""
+    """Keep why the request failed (the `dsbridge_error` XCom) for the failure event."""
     ti = context["ti"]
     ti.xcom_push(
         key=ERROR_XCOM_KEY,
@@ -37,6 +36,19 @@ def fail_request(
             "databricks_state": databricks_state,
         },
     )
+
+
+def fail_request(
+    context: Any,
+    message: str,
+    *,
+    cancelled: bool = False,
+    trace: str | None = None,
+    databricks_state: dict[str, Any] | None = None,
+    retryable: bool = False,
+) -> None:
+    """Record why the request failed, then raise (without retries unless `retryable`)."""
+    record_failure(context, message, cancelled=cancelled, trace=trace, databricks_state=databricks_state)
     if retryable:
         raise RuntimeError(message)
     raise AirflowFailException(message)

@@ -13,8 +13,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from dsbridge.dag_factory import START_DATE, TASK_TIMEOUT, delivery_args
-from dsbridge.notifiers.log import AlertLogNotifier
+from dsbridge.dag_factory import START_DATE, default_args, retries_within
 from dsbridge.operators.notify import OutcomeCallbackOperator
 from dsbridge.settings import load_settings
 
@@ -22,6 +21,7 @@ OUTCOMES_DAG_ID = "dsbridge_outcomes"
 
 
 def build_outcomes_dag() -> DAG:
+    horizon = load_settings().callback_horizon
     with DAG(
         dag_id=OUTCOMES_DAG_ID,
         description="Final callback events of job runs cancelled by their caller or timed out.",
@@ -29,7 +29,7 @@ def build_outcomes_dag() -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=64,
-        dagrun_timeout=load_settings().callback_horizon + timedelta(hours=1),
+        dagrun_timeout=horizon + timedelta(hours=1),
         tags=["dsbridge", "outcomes"],
         is_paused_upon_creation=False,
         doc_md=__doc__,
@@ -41,13 +41,7 @@ def build_outcomes_dag() -> DAG:
             "requested_at": Param(None, type=["null", "string"], description="When the job run started."),
             "reason": Param("cancelled", enum=["cancelled", "timed_out"], description="Why the run ended."),
         },
-        default_args={
-            "owner": "dsbridge",
-            **delivery_args(load_settings().callback_horizon),
-            "execution_timeout": TASK_TIMEOUT,
-            "on_failure_callback": [AlertLogNotifier(event="task_failed")],
-            "on_retry_callback": [AlertLogNotifier(event="task_retry")],
-        },
+        default_args=default_args("dsbridge", retries_within(horizon)),
     ) as dag:
         OutcomeCallbackOperator(
             task_id="notify_outcome",

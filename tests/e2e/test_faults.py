@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from dsbridge.client import AirflowClient
-from dsbridge.stack.stack import recorded_pids, start_component, stop_component, wait_until
+from dsbridge.stack.stack import http_ok, recorded_pids, start_component, stop_component, wait_until
 from tests.e2e.conftest import databricks_runs, wait_for_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -60,16 +59,6 @@ def emulator_faults(stack: dict[str, Any], settings: dict[str, Any]) -> None:
 
 def service_faults(stack: dict[str, Any], settings: dict[str, Any]) -> None:
     httpx.post(f"{stack['service']['url']}/admin/faults", json=settings, timeout=10).raise_for_status()
-
-
-def healthy(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=2).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-    return check
 
 
 def task_process(stack_config, ti_id: str) -> int | None:
@@ -136,7 +125,7 @@ def test_callback_receiver_down_for_minutes_then_back(stack, stack_config, airfl
         time.sleep(max(0.0, outage_seconds - (time.monotonic() - down_since)))
     finally:
         start_component(stack_config, "service")
-        wait_until(healthy(f"{stack['service']['url']}/health"), "the service", 60)
+        wait_until(lambda: http_ok(f"{stack['service']['url']}/health"), "the service", 60)
     result = outcome(stack, airflow, "sleepy", request_id)
     notify = airflow.call("GET", f"/api/v2/dags/sleepy/dagRuns/{request_id}/taskInstances/notify_success")
     reliability("callback receiver down for 2 minutes, then back", "delivered after it returns; one event", result)
@@ -225,7 +214,7 @@ def test_s3_down_during_collect(stack, stack_config, airflow, request_id, reliab
         wait_for_task(airflow, "sleepy", request_id, "collect", ("up_for_retry",), timeout=180)
     finally:
         start_component(stack_config, "s3")
-        wait_until(healthy(f"{stack['s3']['endpoint_url']}/healthz"), "S3", 60)
+        wait_until(lambda: http_ok(f"{stack['s3']['endpoint_url']}/healthz"), "S3", 60)
     result = outcome(stack, airflow, "sleepy", request_id)
     reliability("S3 unavailable during `collect`", "collect retries; one event", result)
     assert succeeded(result), result

@@ -61,3 +61,11 @@ def request_id_for(run_id: str, requested: str | None) -> str:
         return run_id
     digest = hashlib.sha256(run_id.encode()).hexdigest()[:12]
     return f"{_UNSAFE_CHARS.sub('_', run_id)[:100].lstrip('._-') or 'run'}-{digest}"
+
+
+def safe_request_id(run_id: str, requested: str | None) -> str:
+    """`request_id_for`, falling back to the run id when the requested id is unusable."""
+    try:
+        return request_id_for(run_id, requested)
+    except ValueError:
+        return request_id_for(run_id, None)

@@ -59,7 +59,7 @@ def _start_outcome_run(dag_run: Any, msg: str) -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import object_session
 
-    from dsbridge.contract.params import request_id_for
+    from dsbridge.contract.params import safe_request_id
     from dsbridge.outcomes_dag import OUTCOMES_DAG_ID
 
     session = object_session(dag_run)
@@ -79,11 +79,7 @@ def _start_outcome_run(dag_run: Any, msg: str) -> None:
     )
     if any(str(state) in NOTIFY_ATTEMPTED for state in states.values()):
         return
-    conf = dict(dag_run.conf or {})
-    try:
-        request_id = request_id_for(dag_run.run_id, conf.get("request_id"))
-    except ValueError:
-        request_id = request_id_for(dag_run.run_id, None)
+    request_id = safe_request_id(dag_run.run_id, (dag_run.conf or {}).get("request_id"))
     attempt = int(getattr(dag_run, "clear_number", 0) or 0)
     run_id = outcome_run_id(dag_run.dag_id, dag_run.run_id, attempt)
     with session.begin_nested():

@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dsbridge.callback.event import CANCELLED, FAILED, SUCCEEDED, build_event, encode
 from dsbridge.callback.signing import sign_headers
 from dsbridge.contract import load_contract
-from dsbridge.contract.params import request_id_for
+from dsbridge.contract.params import safe_request_id
 from dsbridge.outcome import ERROR_XCOM_KEY, TRACKED_TASKS
 from dsbridge.settings import DATABRICKS_CONN_ID, SERVICE_CONN_ID, load_settings, notebooks_dir
 
@@ -262,10 +262,3 @@ class OutcomeCallbackOperator(CallbackOperator):
             return build_event(event_type=FAILED, error=error, **record.common_event_fields())
         error = {"message": "the request was cancelled by the caller", "failed_task": None}
         return build_event(event_type=CANCELLED, error=error, **record.common_event_fields())
-
-
-def safe_request_id(run_id: str, requested: str | None) -> str:
-    try:
-        return request_id_for(run_id, requested)
-    except ValueError:
-        return request_id_for(run_id, None)

@@ -16,8 +16,7 @@ from typing import Any
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.sdk import BaseSensorOperator
 
-from dsbridge.callback.event import FAILED
-from dsbridge.outcome import ERROR_XCOM_KEY, fail_request
+from dsbridge.outcome import fail_request, record_failure
 from dsbridge.settings import DATABRICKS_CONN_ID
 from dsbridge.triggers.run_status import (
     ERROR_EVENT,
@@ -130,15 +129,8 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         if next_method == TRIGGER_FAIL_METHOD:
             self._cancel_run()
             reason = (next_kwargs or {}).get("error", "the trigger failed")
-            context["ti"].xcom_push(
-                key=ERROR_XCOM_KEY,
-                value={
-                    "type": FAILED,
-                    "message": f"gave up waiting for Databricks run {self.run_id} ({reason}); the run was cancelled",
-                    "trace": None,
-                    "failed_task": context["ti"].task_id,
-                    "databricks_state": None,
-                },
+            record_failure(
+                context, f"gave up waiting for Databricks run {self.run_id} ({reason}); the run was cancelled"
             )
         return super().resume_execution(next_method, next_kwargs, context)
 
