@@ -36,7 +36,7 @@ from collections.abc import Generator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from playwright.sync_api import BrowserContext, Page, sync_playwright
@@ -112,11 +112,12 @@ def load_stack(path: Path) -> dict[str, Any]:
             stack["airflow_admin"]["username"],
             stack["airflow_admin"]["password"],
             stack["service"]["url"],
+            stack["service"].get("admin_token"),  # stacks started before the token existed lack it
         ]
     except (ValueError, KeyError, TypeError) as exc:
         raise StackDown(f"{path} is not a stack.json written by `dsbridge up` ({exc!r})") from exc
     if not all(isinstance(value, str) and value for value in needed):
-        raise StackDown(f"{path} lacks an Airflow or service URL or credential")
+        raise StackDown(f"{path} lacks an Airflow or service URL or credential (restart an older stack)")
     service = stack["service"]
     stack["airflow"]["url"] = require_loopback(stack["airflow"]["url"])
     service["url"] = require_loopback(service["url"])
@@ -124,15 +125,20 @@ def load_stack(path: Path) -> dict[str, Any]:
     return stack
 
 
+def service_auth(stack: dict[str, Any]) -> dict[str, str]:
+    """The header the reference service wants for everything but /health and the callbacks."""
+    return {"Authorization": f"Bearer {stack['service']['admin_token']}"}
+
+
 def check_up(stack: dict[str, Any]) -> None:
-    """One bounded probe each of Airflow's API server and the reference service."""
+    """One bounded probe each of Airflow's API server and the reference service (with its token)."""
     probes = {
-        "Airflow API server": stack["airflow"]["url"] + "/api/v2/monitor/health",
-        "reference optimization service": stack["service"]["events_url"],
+        "Airflow API server": (stack["airflow"]["url"] + "/api/v2/monitor/health", {}),
+        "reference optimization service": (stack["service"]["events_url"], service_auth(stack)),
     }
-    for name, url in probes.items():
+    for name, (url, headers) in probes.items():
         try:
-            answer = httpx.get(url, timeout=5.0)
+            answer = httpx.get(url, headers=headers, timeout=5.0)
         except httpx.HTTPError as exc:
             raise StackDown(f"the {name} does not answer at {url} ({exc.__class__.__name__})") from exc
         if answer.status_code >= 400:
@@ -156,11 +162,13 @@ def prepare_run(stack: dict[str, Any], run_id: str | None, timeout: float) -> st
     return run_id
 
 
-def wait_for_callback(events_url: str, run_id: str, timeout: float = 30.0) -> bool:
+def wait_for_callback(stack: dict[str, Any], run_id: str, timeout: float = 30.0) -> bool:
     """Wait (bounded) until the service received the run's callback, so its page lists it."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout * 2) + 1):
-        events = httpx.get(events_url, timeout=5.0).json()
+        answer = httpx.get(stack["service"]["events_url"], headers=service_auth(stack), timeout=5.0)
+        answer.raise_for_status()
+        events = answer.json()
         if any((event.get("payload") or {}).get("request_id") == run_id for event in events):
             return True
         if time.monotonic() >= deadline:
@@ -248,7 +256,9 @@ def airflow_grid(context: BrowserContext, stack: dict[str, Any], run_id: str, ou
 
 def service_page(context: BrowserContext, stack: dict[str, Any], out: Path, timeout_ms: float) -> None:
     page = context.new_page()
-    page.goto(stack["service"]["url"] + "/", wait_until="load", timeout=timeout_ms)
+    # The page takes the admin token as ?token= (a browser sends no Authorization header).
+    url = f"{stack['service']['url']}/?{urlencode({'token': stack['service']['admin_token']})}"
+    page.goto(url, wait_until="load", timeout=timeout_ms)
     page.locator("table tbody tr").first.wait_for(state="visible", timeout=timeout_ms)
     shoot(page, out)
     page.close()
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     timeout_ms = args.page_timeout * 1000
     try:
         run_id = prepare_run(stack, args.run_id, args.run_timeout)
-        if not wait_for_callback(stack["service"]["events_url"], run_id):
+        if not wait_for_callback(stack, run_id):
             print(f"warning: no callback for {run_id} reached the service yet", file=sys.stderr)
         with browser() as context:
             airflow_grid(context, stack, run_id, grid_png, timeout_ms)

@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import httpx
@@ -22,12 +23,17 @@ from dsbridge.stack.stack import down, up
 DEFAULT_PARAMS = ["merchant_id=m_1042", "target_chargeback_rate=0.01", "lookback_days=30"]
 
 
-def wait_for_event(events_url: str, request_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
+def wait_for_event(service: dict[str, str], job: str, request_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """The request's latest event as the service keeps it (`/requests/<job>/<id>`), once one arrived."""
+    url = f"{service['url']}/requests/{quote(job, safe='')}/{quote(request_id, safe='')}"
+    auth = {"Authorization": f"Bearer {service['admin_token']}"}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for event in httpx.get(events_url, timeout=5.0).json():
-            if (event.get("payload") or {}).get("request_id") == request_id:
-                return dict(event)
+        answer = httpx.get(url, headers=auth, timeout=5.0)
+        if answer.status_code != 404:
+            answer.raise_for_status()
+            if answer.json()["latest"] is not None:
+                return dict(answer.json()["latest"])
         time.sleep(0.5)
     return None
 
@@ -78,7 +84,7 @@ def _demo(job: str, conf: dict[str, Any], stack: dict[str, Any], stack_file: Pat
     print(f"    run ended '{run['state']}' after {took:.1f}s")
 
     print("\n4/4 the callback the optimization service received:")
-    event = wait_for_event(stack["service"]["events_url"], request_id)
+    event = wait_for_event(stack["service"], job, request_id)
     if event is None:
         print(f"    no callback for {request_id} arrived; see {stack['logs']}")
         return 1
@@ -88,7 +94,7 @@ def _demo(job: str, conf: dict[str, Any], stack: dict[str, Any], stack_file: Pat
     admin = stack["airflow_admin"]
     print(f"\nAirflow UI:                {airflow['url']}/dags/{job}/runs/{request_id}")
     print(f"                           (log in as {admin['username']} / {admin['password']})")
-    print(f"optimization service page: {stack['service']['url']}/")
+    print(f"optimization service page: {stack['service']['url']}/?token={stack['service']['admin_token']}")
     print(f"every URL and credential:  {stack_file}")
     if payload["type"] != "request.succeeded":
         print(f"\nthe request did not succeed: {payload['error']}")

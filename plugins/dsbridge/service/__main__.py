@@ -1,7 +1,8 @@
 """``python -m dsbridge.service``: run the reference optimization service.
 
 Why a module entry point: the local stack supervisor starts the service as a child process with
-plain arguments; secrets travel in ``DSBRIDGE_SERVICE_SECRETS`` so they never show up in ``ps``.
+plain arguments; secrets travel in ``DSBRIDGE_SERVICE_SECRETS`` and the admin token in
+``DSBRIDGE_SERVICE_ADMIN_TOKEN``, so they never show up in ``ps``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from dsbridge.service.app import DEFAULT_CALLBACK_PATH, ENV_DB, ENV_SECRETS, main
+from dsbridge.service.auth import ENV_ADMIN_TOKEN
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dsbridge.service",
-        description=f"Receive and verify dsbridge callbacks. Secrets come from {ENV_SECRETS} only.",
+        description=(
+            f"Receive and verify dsbridge callbacks. Secrets come from {ENV_SECRETS} and the admin token "
+            f"(for everything but /health and the callbacks) from {ENV_ADMIN_TOKEN}, never from arguments."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)

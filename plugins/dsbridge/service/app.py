@@ -1,37 +1,31 @@
 """The reference optimization service: receive, verify and keep dsbridge callbacks.
 
 Why: this is the piece a development team copies. It shows the whole receiving side of the
-contract in one page of code -- refuse oversized bodies, verify the Standard Webhooks signature and
-timestamp before trusting anything, store each event once by its id (deliveries are at least once),
-answer 2xx quickly -- and lets people and tests see what arrived (``/`` and ``/events``).
+contract in one page of code -- refuse oversized bodies, verify the signature, the timestamp and the
+event's schema before trusting anything (`CallbackReceiver`), keep each event once and per request
+the one with the highest sequence (`RequestStore`), answer 2xx quickly -- and lets people and tests
+see what arrived (`/`, `/requests`, `/events`), behind an admin token.
 The ``/admin/faults`` switch exists for fault-injection tests and should be dropped when copying.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
-import json
 import os
 import threading
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from dsbridge.callback.signing import (
-    DEFAULT_TOLERANCE_SECONDS,
-    PayloadError,
-    SignatureError,
-    parse_secrets,
-    verify,
-)
-from dsbridge.service.store import EventStore, StoredEvent
+from dsbridge.callback.signing import DEFAULT_TOLERANCE_SECONDS
+from dsbridge.client import CallbackReceiver, PayloadError, RequestState, RequestStore, SignatureError
+from dsbridge.service.auth import ENV_ADMIN_TOKEN, AdminTokenGuard, check_admin_token
+from dsbridge.service.page import render_page
 
 ENV_SECRETS = "DSBRIDGE_SERVICE_SECRETS"
 ENV_DB = "DSBRIDGE_SERVICE_DB"
@@ -116,71 +110,48 @@ def _received_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-def _text(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def summarize(payload: Any) -> str:
-    """One line about the outcome; tolerant of any payload shape."""
-    if not isinstance(payload, dict):
-        return _text(payload)
-    error = payload.get("error")
-    if error:
-        message = error.get("message") if isinstance(error, dict) else error
-        return "error: " + _text(message)
-    parts = []
-    if payload.get("result") is not None:
-        parts.append("result: " + _text(payload["result"]))
-    if payload.get("result_location"):
-        parts.append("at " + _text(payload["result_location"]))
-    return "; ".join(parts) or "-"
-
-
-def _row(event: StoredEvent) -> str:
-    payload = event.payload if isinstance(event.payload, dict) else {}
-    event_type = _text(payload.get("type", "?"), 60)
-    cells = [
-        event.received_at.replace("T", " ").removesuffix("+00:00"),
-        event_type,
-        _text(payload.get("job", ""), 80),
-        _text(payload.get("request_id", ""), 80),
-        summarize(event.payload),
-        str(event.deliveries),
-    ]
-    css = html.escape(event_type.replace(".", "-"), quote=True)
-    tds = "".join(
-        f'<td class="summary">{html.escape(c)}</td>' if i == 4 else f"<td>{html.escape(c)}</td>"
-        for i, c in enumerate(cells)
-    )
-    return f'      <tr class="{css}">{tds}</tr>'
-
-
-def render_page(events: Sequence[StoredEvent]) -> str:
-    template = Template(resources.files("dsbridge.service").joinpath("page.html").read_text("utf-8"))
-    rows = "\n".join(_row(e) for e in reversed(events)) or '      <tr><td colspan="6">none yet</td></tr>'
-    return template.substitute(count=len(events), rows=rows)
+def request_json(state: RequestState, *, with_history: bool = False) -> dict[str, Any]:
+    """A request for `/requests`: its latest event in the `/events` shape, and the ids of the others."""
+    found: dict[str, Any] = {
+        "job": state.job,
+        "request_id": state.request_id,
+        "latest": state.latest.as_json() if state.latest else None,
+        "superseded": [e.event_id for e in state.history if state.role(e) == "superseded"],
+        "refusals": [e.event_id for e in state.history if state.role(e) == "refusal"],
+        "last_received_at": state.last_received_at,
+    }
+    if with_history:
+        found["history"] = [e.as_json() | {"role": state.role(e)} for e in state.history]
+    return found
 
 
 def create_app(
     secrets: str | Sequence[str],
     db_path: str | Path,
     *,
+    admin_token: str,
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
     callback_path: str = DEFAULT_CALLBACK_PATH,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     enable_faults: bool = True,
 ) -> FastAPI:
-    """The service. Callbacks are accepted at ``callback_path`` and at any path under ``/callbacks/``."""
+    """The service. Callbacks are accepted at ``callback_path`` and at any path under ``/callbacks/``;
+    they and ``/health`` are open, everything else needs ``admin_token``."""
     try:
-        secret_list = parse_secrets(secrets)
+        receiver = CallbackReceiver(secrets, tolerance_seconds=tolerance_seconds)
     except ValueError as exc:
         raise ValueError(f"no usable callback secret configured (set {ENV_SECRETS}): {exc}") from exc
-    store = EventStore(db_path)
+    admin_token = check_admin_token(admin_token)
+    store = RequestStore(db_path)
     faults = _Faults()
-    app = FastAPI(title="dsbridge reference optimization service", version="1")
+    app = FastAPI(title="dsbridge reference optimization service", version="2")
     app.state.store = store
     app.state.faults = faults
+
+    def is_open(path: str) -> bool:
+        return path in ("/health", callback_path) or path.startswith("/callbacks/")
+
+    app.add_middleware(AdminTokenGuard, token=admin_token, is_open=is_open, query_token_paths=frozenset({"/"}))
 
     async def receive(request: Request) -> Response:
         fault = faults.take()
@@ -191,15 +162,15 @@ def create_app(
         if body is None:
             return _error(413, "too_large", f"body exceeds {max_body_bytes} bytes")
         try:
-            verify(secret_list, body, request.headers, tolerance_seconds=tolerance_seconds)
+            event = receiver.verify(request.headers, body)
         except PayloadError as exc:
             return _error(400, "bad_payload", str(exc))
         except SignatureError as exc:
             return _error(401, "unauthorized", str(exc))
-        event_id = request.headers["webhook-id"]
-        deliveries = store.record(event_id, request.url.path, _received_headers(request), body)
-        status = "stored" if deliveries == 1 else "duplicate"
-        return JSONResponse({"status": status, "event_id": event_id, "deliveries": deliveries})
+        recorded = await run_in_threadpool(store.record, event, body, _received_headers(request), request.url.path)
+        return JSONResponse(
+            {"status": recorded.status, "event_id": recorded.event_id, "deliveries": recorded.deliveries}
+        )
 
     if not callback_path.startswith("/callbacks/"):
         app.add_api_route(callback_path, receive, methods=["POST"], include_in_schema=True)
@@ -207,7 +178,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
-        return HTMLResponse(render_page(store.all()))
+        return HTMLResponse(render_page(store.requests()))
 
     @app.get("/events")
     def events() -> list[dict[str, Any]]:
@@ -219,6 +190,17 @@ def create_app(
         if found is None:
             return _error(404, "not_found", f"no event {event_id!r}")
         return JSONResponse(found.as_json())
+
+    @app.get("/requests")
+    def requests() -> list[dict[str, Any]]:
+        return [request_json(state) for state in store.requests()]
+
+    @app.get("/requests/{job}/{request_id:path}")
+    def request_state(job: str, request_id: str) -> Response:
+        found = store.request(job, request_id)
+        if found is None:
+            return _error(404, "not_found", f"no events for request {request_id!r} of job {job!r}")
+        return JSONResponse(request_json(found, with_history=True))
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -242,6 +224,7 @@ def config_from_env() -> dict[str, Any]:
     """``create_app`` keyword arguments from the ``DSBRIDGE_SERVICE_*`` environment variables."""
     return {
         "secrets": os.environ.get(ENV_SECRETS, ""),
+        "admin_token": os.environ.get(ENV_ADMIN_TOKEN, ""),
         "db_path": os.environ.get(ENV_DB, DEFAULT_DB),
         "tolerance_seconds": int(os.environ.get(ENV_TOLERANCE, DEFAULT_TOLERANCE_SECONDS)),
         "callback_path": os.environ.get(ENV_CALLBACK_PATH, DEFAULT_CALLBACK_PATH),
@@ -264,7 +247,8 @@ def main(
     callback_path: str | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Serve until stopped. Secrets come from the environment only; other settings may be overridden."""
+    """Serve until stopped. Secrets and the admin token come from the environment only; other settings may be
+    overridden."""
     import uvicorn
 
     config = config_from_env()

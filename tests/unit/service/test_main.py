@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,17 +10,21 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from dsbridge.callback.event import encode
 from dsbridge.callback.signing import new_secret, sign_headers
 from dsbridge.ports import free_port
+from tests.unit.client.events import event
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_module_entry_point_serves_and_verifies(tmp_path: Path) -> None:
-    secret, port = new_secret(), free_port()
+    secret, port, token = new_secret(), free_port(), "main-test-admin-token-0123456789"
     env = os.environ | {
         "DSBRIDGE_SERVICE_SECRETS": f"{new_secret()},{secret}",
+        "DSBRIDGE_SERVICE_ADMIN_TOKEN": token,
         "PYTHONPATH": str(ROOT / "plugins"),
     }
     cmd = [sys.executable, "-m", "dsbridge.service", "--host", "127.0.0.1", "--port", str(port)]
@@ -39,11 +42,14 @@ def test_module_entry_point_serves_and_verifies(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "service did not become healthy within 15 s"
             time.sleep(0.05)
-        body = json.dumps({"event_id": "evt-1", "type": "request.succeeded"}).encode()
-        r = httpx.post(f"{base}/callbacks/dsbridge", content=body, headers=sign_headers(secret, "evt-1", body))
+        sent = event()
+        body = encode(sent)
+        r = httpx.post(f"{base}/callbacks/dsbridge", content=body, headers=sign_headers(secret, sent["event_id"], body))
         assert r.status_code == 200, r.text
-        assert httpx.get(f"{base}/events/evt-1").json()["deliveries"] == 1
-        assert secret not in " ".join(cmd)
+        assert httpx.get(f"{base}/events/{sent['event_id']}").status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/events/{sent['event_id']}", headers=auth).json()["deliveries"] == 1
+        assert secret not in " ".join(cmd) and token not in " ".join(cmd)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -54,10 +60,15 @@ def test_module_entry_point_serves_and_verifies(tmp_path: Path) -> None:
     assert proc.returncode is not None
 
 
-def test_missing_secret_exits_with_message(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DSBRIDGE_SERVICE_SECRETS"}
-    env["PYTHONPATH"] = str(ROOT / "plugins")
+@pytest.mark.parametrize("missing", ["DSBRIDGE_SERVICE_SECRETS", "DSBRIDGE_SERVICE_ADMIN_TOKEN"])
+def test_missing_setting_exits_with_message(tmp_path: Path, missing: str) -> None:
+    env = os.environ | {
+        "DSBRIDGE_SERVICE_SECRETS": new_secret(),
+        "DSBRIDGE_SERVICE_ADMIN_TOKEN": "main-test-admin-token-0123456789",
+        "PYTHONPATH": str(ROOT / "plugins"),
+    }
+    del env[missing]
     cmd = [sys.executable, "-m", "dsbridge.service", "--port", "1", "--db", str(tmp_path / "x.sqlite3")]
     done = subprocess.run(cmd, env=env, capture_output=True, timeout=30, text=True)
     assert done.returncode == 2
-    assert "DSBRIDGE_SERVICE_SECRETS" in done.stderr
+    assert missing in done.stderr
