@@ -1,9 +1,10 @@
-"""Airflow's simple auth manager, with pools and configuration closed to the API user.
+"""Airflow's simple auth manager for the local stack, with the optimization service held to its policy.
 
-The optimization service logs in as a `user`-role account: it may trigger and follow DAG runs, and
-the simple auth manager already keeps it away from connections and variables. This subclass also
-denies it reading pools and configuration (OP role and above only), which the stock manager grants
-to every viewer. Deployments with per-DAG access control use the FAB auth manager instead.
+The service logs in as a `user`-role account. For that role every decision goes through
+`dsbridge.auth.policy` (trigger, read and cancel its own runs of job DAGs; nothing else). Pools and
+configuration also need the OP role even for reading, which the stock manager grants to every
+viewer. Admins and ops keep the stock manager's answers. Production uses the FAB auth manager with
+the same policy (`dsbridge.auth.fab`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from typing import Any
 
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager, SimpleAuthManagerRole
 
+from dsbridge.auth.service_role import ServiceRoleMixin
 
-class DsbridgeAuthManager(SimpleAuthManager):
-    """SimpleAuthManager where pools and configuration need the OP role even for GET."""
+
+class DsbridgeAuthManager(ServiceRoleMixin, SimpleAuthManager):
+    """SimpleAuthManager where the `user` role is the service and pools/configuration need OP."""
+
+    def _is_service(self, user: Any) -> bool:
+        return str(getattr(user, "role", None) or "").upper() == SimpleAuthManagerRole.USER.name
 
     def is_authorized_pool(self, *, method: Any, user: Any, details: Any = None) -> bool:
         return self._is_authorized(

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dsbridge.cli.emulator",
     "dsbridge.cli.notebook",
     "dsbridge.cli.contract",
+    "dsbridge.cli.auth",
 )
 
 
