@@ -19,40 +19,78 @@ from dsbridge.notifiers.log import AlertLogNotifier
 from dsbridge.operators.collect import CollectNotebookOutputOperator
 from dsbridge.operators.notify import CallbackOperator
 from dsbridge.operators.submit import NotebookSubmitRunOperator
+from dsbridge.retry import (
+    FIRST_RETRY_DELAY,
+    MAX_RETRY_DELAY,
+    Horizon,
+    HorizonRetryPolicy,
+    retries_to_cover,
+)
 from dsbridge.sensors.run_status import DatabricksRunStatusSensor
-from dsbridge.settings import load_settings
+from dsbridge.settings import Settings, load_settings
 
 START_DATE = datetime(2024, 1, 1)
 TASK_TIMEOUT = timedelta(minutes=10)
-FIRST_RETRY_DELAY = timedelta(seconds=5)
-MAX_RETRY_DELAY = timedelta(minutes=30)
-# Time after the notebook's own timeout for collecting, notifying and their retries.
+NOTIFY_TIMEOUT = timedelta(minutes=5)
+WAIT_MARGIN = timedelta(minutes=2)
+# Time a ready task may wait for a worker slot, per try, in the worst case we plan for.
+SCHEDULING_SLACK = timedelta(minutes=10)
 RUN_MARGIN = timedelta(minutes=30)
-WAIT_MARGIN_SECONDS = 120
-
-
-def retries_within(horizon: timedelta, first: timedelta = FIRST_RETRY_DELAY, cap: timedelta = MAX_RETRY_DELAY) -> int:
-    """How many retries, doubling from `first` up to `cap`, it takes to keep trying for `horizon`."""
-    retries, delay, covered = 0, first, timedelta(0)
-    while covered < horizon and retries < 1000:
-        covered += delay
-        delay = min(delay * 2, cap)
-        retries += 1
-    return max(retries, 2)
 
 
 def default_args(owner: str, retries: int) -> dict[str, Any]:
-    """Retries with exponential backoff (and Airflow's jitter) up to a cap, task timeout, alerts."""
+    """Retries (per-request jitter, horizons for transient failures), task timeout, alerts.
+
+    Tasks that wait out an outage override `retries` and `retry_policy` with their horizon; the
+    other retry fields stay as Airflow's fallback (a task whose worker died is retried by Airflow
+    without asking the policy).
+    """
     return {
         "owner": owner,
         "retries": retries,
         "retry_delay": FIRST_RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
+        "retry_policy": HorizonRetryPolicy("databricks", other_retries=retries),
         "execution_timeout": TASK_TIMEOUT,
         "on_failure_callback": [AlertLogNotifier(event="task_failed")],
         "on_retry_callback": [AlertLogNotifier(event="task_retry")],
     }
+
+
+def horizon_task_args(kind: Horizon, horizon: timedelta, retries: int) -> dict[str, Any]:
+    """A task that keeps retrying a transient failure for `horizon` (its own retries otherwise)."""
+    return {"retries": retries_to_cover(horizon), "retry_policy": HorizonRetryPolicy(kind, other_retries=retries)}
+
+
+def wait_timeout(contract: JobContract, settings: Settings) -> timedelta:
+    """The notebook's own timeout, plus a Databricks outage ridden out to its horizon."""
+    return timedelta(seconds=contract.timeout_seconds) + settings.databricks_horizon + WAIT_MARGIN
+
+
+def time_budget(contract: JobContract, settings: Settings) -> dict[str, timedelta]:
+    """The longest each step can take when everything that may fail does, within its horizon.
+
+    A horizon task's last try starts by its horizon after its first failure, so it takes at most
+    two tries' timeouts plus the horizon; the wait sensor re-defers with a fresh timeout on each of
+    its (few) retries. The DAG-run timeout is their sum plus a margin, so it can never overtake a
+    pending event.
+    """
+
+    def horizon_step(horizon: timedelta, timeout: timedelta) -> timedelta:
+        return horizon + 2 * (timeout + SCHEDULING_SLACK)
+
+    return {
+        "submit": horizon_step(settings.databricks_horizon, TASK_TIMEOUT),
+        "wait": (contract.retries + 1) * (wait_timeout(contract, settings) + WAIT_MARGIN + SCHEDULING_SLACK),
+        "collect": horizon_step(settings.collect_horizon, TASK_TIMEOUT),
+        "notify": horizon_step(settings.callback_horizon, NOTIFY_TIMEOUT),
+        "margin": RUN_MARGIN,
+    }
+
+
+def dagrun_timeout(contract: JobContract, settings: Settings) -> timedelta:
+    return sum(time_budget(contract, settings).values(), timedelta(0))
 
 
 def _cell(text: Any) -> str:
@@ -100,7 +138,7 @@ def doc_md(contract: JobContract) -> str:
 
 def build_job_dag(contract: JobContract) -> DAG:
     """The DAG that serves one notebook job."""
-    horizon = load_settings().callback_horizon
+    settings = load_settings()
     with DAG(
         dag_id=contract.name,
         description=contract.description.splitlines()[0][:200],
@@ -109,9 +147,8 @@ def build_job_dag(contract: JobContract) -> DAG:
         catchup=False,
         params=job_params(contract),
         max_active_runs=contract.max_concurrent_requests,
-        # Long enough for the notebook, its retries and the whole callback horizon: a timeout stops
-        # the run and reports it as failed, which must never overtake a pending success event.
-        dagrun_timeout=timedelta(seconds=contract.timeout_seconds) + horizon + RUN_MARGIN,
+        # A timeout stops the run and reports it failed: it must never overtake a pending event.
+        dagrun_timeout=dagrun_timeout(contract, settings),
         default_args=default_args(contract.owner, contract.retries),
         tags=["dsbridge", *contract.tags],
         doc_md=doc_md(contract),
@@ -120,34 +157,37 @@ def build_job_dag(contract: JobContract) -> DAG:
         submit = NotebookSubmitRunOperator(
             task_id="submit",
             contract=contract,
-            doc_md="Submits the notebook run to Databricks (idempotent per request).",
+            **horizon_task_args("databricks", settings.databricks_horizon, contract.retries),
+            doc_md="Claims the request id, then submits the notebook run to Databricks (one live run per request).",
         )
         wait = DatabricksRunStatusSensor(
             task_id="wait",
             run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}",
-            timeout=contract.timeout_seconds + WAIT_MARGIN_SECONDS,
-            execution_timeout=timedelta(seconds=contract.timeout_seconds + 2 * WAIT_MARGIN_SECONDS),
-            doc_md="Waits in the triggerer for the Databricks run to end; cancels it if killed.",
+            timeout=wait_timeout(contract, settings).total_seconds(),
+            execution_timeout=wait_timeout(contract, settings) + WAIT_MARGIN,
+            doc_md="Waits in the triggerer for the Databricks run to end, through API outages; cancels it if killed.",
         )
         collect = CollectNotebookOutputOperator(
             task_id="collect",
             contract=contract,
+            **horizon_task_args("collect", settings.collect_horizon, contract.retries),
             doc_md="Reads the exit value / result file and checks it against the output contract.",
         )
         notify_success = CallbackOperator(
             task_id="notify_success",
             outcome="success",
             endpoint=contract.success_path,
-            # A callback keeps being retried for the whole horizon (default hours).
-            retries=retries_within(horizon),
+            execution_timeout=NOTIFY_TIMEOUT,
+            **horizon_task_args("callback", settings.callback_horizon, contract.retries),
             doc_md="Sends the signed `request.succeeded` event to the optimization service.",
         )
         notify_failure = CallbackOperator(
             task_id="notify_failure",
             outcome="failure",
             endpoint=contract.failure_path,
-            retries=retries_within(horizon),
             trigger_rule=TriggerRule.ONE_FAILED,
+            execution_timeout=NOTIFY_TIMEOUT,
+            **horizon_task_args("callback", settings.callback_horizon, contract.retries),
             doc_md="Sends the signed `request.failed` / `request.cancelled` event when a step failed.",
         )
         submit >> wait >> collect >> notify_success

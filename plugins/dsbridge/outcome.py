@@ -6,11 +6,14 @@ XCom (`dsbridge_error`) before it raises; `notify_failure` reads it back to buil
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dsbridge.callback.event import CANCELLED, FAILED, trace_excerpt
+from dsbridge.retry import Transient, is_transient
 
 ERROR_XCOM_KEY = "dsbridge_error"
 TRACKED_TASKS = ("submit", "wait", "collect")
@@ -20,6 +23,7 @@ def record_failure(
     context: Any,
     message: str,
     *,
+    code: str,
     cancelled: bool = False,
     trace: str | None = None,
     databricks_state: dict[str, Any] | None = None,
@@ -30,6 +34,7 @@ def record_failure(
         key=ERROR_XCOM_KEY,
         value={
             "type": CANCELLED if cancelled else FAILED,
+            "code": code,
             "message": message,
             "trace": trace_excerpt(trace),
             "failed_task": ti.task_id,
@@ -42,13 +47,28 @@ def fail_request(
     context: Any,
     message: str,
     *,
+    code: str,
     cancelled: bool = False,
     trace: str | None = None,
     databricks_state: dict[str, Any] | None = None,
-    retryable: bool = False,
-) -> None:
-    """Record why the request failed, then raise (without retries unless `retryable`)."""
-    record_failure(context, message, cancelled=cancelled, trace=trace, databricks_state=databricks_state)
-    if retryable:
-        raise RuntimeError(message)
+    transient: bool = False,
+) -> NoReturn:
+    """Record why the request failed, then raise: `Transient` is retried within its horizon (see
+    `dsbridge.retry`); anything else fails the task at once."""
+    record_failure(context, message, code=code, cancelled=cancelled, trace=trace, databricks_state=databricks_state)
+    if transient:
+        raise Transient(message)
     raise AirflowFailException(message)
+
+
+@contextmanager
+def failing_request_on_error(context: Any, what: str, *, code: str) -> Generator[None]:
+    """Around a call to a dependency (Databricks, S3): any error fails the request with `what` and
+    the error, and is retried within its horizon when it is transient. Decisions already taken
+    inside (a failure, a skip, a transient failure) pass through unchanged."""
+    try:
+        yield
+    except (AirflowFailException, AirflowSkipException, Transient):
+        raise
+    except Exception as exc:
+        fail_request(context, f"{what}: {exc}", code=code, transient=is_transient(exc))

@@ -18,17 +18,38 @@ SERVICE_CONN_ID = "optimization_service"
 
 @dataclass(frozen=True)
 class Settings:
-    """Where results go and where notebooks live in the Databricks workspace."""
+    """Where results go, where notebooks live in the workspace, and how long to ride out outages.
+
+    Each horizon is how long a step keeps retrying a dependency that is down (Databricks for
+    `submit` and `wait`, S3 and Databricks for `collect`, the optimization service for the
+    callbacks) before it gives up and the request fails with a reason.
+    """
 
     results_bucket: str
     results_prefix: str
     workspace_root: str
     airflow_base_url: str
     callback_horizon: timedelta
+    databricks_horizon: timedelta = timedelta(minutes=30)
+    collect_horizon: timedelta = timedelta(minutes=30)
+    reconcile_interval: timedelta = timedelta(seconds=60)
+    # The most `collect` reads into memory to check a result file; larger files are refused.
+    collect_max_bytes: int = 512 * 1024 * 1024
+    # Retries back off from the first delay, doubling up to the cap (each jittered per request).
+    retry_first_delay: timedelta = timedelta(seconds=5)
+    retry_max_delay: timedelta = timedelta(minutes=30)
 
     def output_path(self, job: str, request_id: str) -> str:
         prefix = f"{self.results_prefix.strip('/')}/" if self.results_prefix.strip("/") else ""
         return f"s3://{self.results_bucket}/{prefix}{job}/{request_id}/"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an `s3://bucket/key` URI, such as an output path; `ValueError` otherwise."""
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    bucket, key = uri[5:].split("/", 1)
+    return bucket, key
 
 
 def load_settings() -> Settings:
@@ -39,8 +60,26 @@ def load_settings() -> Settings:
         airflow_base_url=os.environ.get(
             "DSBRIDGE_AIRFLOW_URL", os.environ.get("AIRFLOW__API__BASE_URL", "http://localhost:8080")
         ).rstrip("/"),
-        callback_horizon=timedelta(minutes=float(os.environ.get("DSBRIDGE_CALLBACK_HORIZON_MINUTES", "360"))),
+        callback_horizon=_minutes("DSBRIDGE_CALLBACK_HORIZON_MINUTES", 360),
+        databricks_horizon=_minutes("DSBRIDGE_DATABRICKS_HORIZON_MINUTES", 30),
+        collect_horizon=_minutes("DSBRIDGE_COLLECT_HORIZON_MINUTES", 30),
+        reconcile_interval=timedelta(seconds=float(os.environ.get("DSBRIDGE_RECONCILE_SECONDS", "60"))),
+        collect_max_bytes=int(os.environ.get("DSBRIDGE_COLLECT_MAX_BYTES", str(512 * 1024 * 1024))),
+        retry_first_delay=timedelta(seconds=float(os.environ.get("DSBRIDGE_RETRY_FIRST_DELAY_SECONDS", "5"))),
+        retry_max_delay=_minutes("DSBRIDGE_RETRY_MAX_DELAY_MINUTES", 30),
     )
+
+
+def _minutes(name: str, default: float) -> timedelta:
+    """A positive number of minutes from the environment; a clear error names the variable."""
+    raw = os.environ.get(name)
+    try:
+        minutes = float(raw) if raw is not None else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of minutes") from None
+    if not minutes > 0:
+        raise ValueError(f"{name}={raw!r} must be a positive number of minutes")
+    return timedelta(minutes=minutes)
 
 
 def notebooks_dir() -> Path:

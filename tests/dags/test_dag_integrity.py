@@ -12,6 +12,8 @@ from dsbridge.contract import discover_contracts
 from dsbridge.notifiers.log import AlertLogNotifier
 from dsbridge.operators.notify import OutcomeCallbackOperator
 from dsbridge.outcomes_dag import OUTCOMES_DAG_ID
+from dsbridge.retry import HorizonRetryPolicy, retries_to_cover
+from dsbridge.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -42,7 +44,8 @@ def test_outcomes_dag_delivers_with_retries_and_alerts(dagbag: DagBag):
     assert isinstance(task, OutcomeCallbackOperator)
     assert task.retries >= 2 and task.retry_exponential_backoff
     assert any(isinstance(cb, AlertLogNotifier) for cb in task.on_failure_callback)
-    assert set(dag.params) == {"job", "run_id", "request_id", "attempt", "requested_at", "reason"}
+    assert set(dag.params) == {"job", "run_id", "attempt", "reason", "success_path", "failure_path"}
+    assert isinstance(task.retry_policy, HorizonRetryPolicy) and task.retry_policy.horizon == "callback"
 
 
 @pytest.mark.parametrize("job", job_names())
@@ -69,6 +72,42 @@ def test_job_dag_rules(dagbag: DagBag, job: str):
         assert task.doc_md, task.task_id
         assert any(isinstance(cb, AlertLogNotifier) for cb in task.on_failure_callback), task.task_id
         assert any(isinstance(cb, AlertLogNotifier) for cb in task.on_retry_callback), task.task_id
+        assert isinstance(task.retry_policy, HorizonRetryPolicy), task.task_id
+
+
+@pytest.mark.parametrize("job", job_names())
+def test_steps_that_wait_out_outages_have_the_retries_for_their_horizon(dagbag: DagBag, job: str):
+    settings = load_settings()
+    tasks = {t.task_id: t for t in dagbag.dags[job].tasks}
+    horizons = {
+        "submit": ("databricks", settings.databricks_horizon),
+        "collect": ("collect", settings.collect_horizon),
+        "notify_success": ("callback", settings.callback_horizon),
+        "notify_failure": ("callback", settings.callback_horizon),
+    }
+    for task_id, (kind, horizon) in horizons.items():
+        assert tasks[task_id].retry_policy.horizon == kind
+        assert tasks[task_id].retries == retries_to_cover(horizon)
+    # The wait rides out an outage inside the trigger, within its own timeout.
+    assert tasks["wait"].timeout >= settings.databricks_horizon.total_seconds()
+
+
+@pytest.mark.parametrize("job", job_names())
+def test_the_run_timeout_cannot_overtake_a_pending_event(dagbag: DagBag, job: str):
+    """Worst case: every step retries to its horizon, each try to its timeout."""
+    dag = dagbag.dags[job]
+    tasks = {t.task_id: t for t in dag.tasks}
+    settings = load_settings()
+    worst = (
+        settings.databricks_horizon
+        + 2 * tasks["submit"].execution_timeout
+        + (tasks["wait"].retries + 1) * tasks["wait"].execution_timeout
+        + settings.collect_horizon
+        + 2 * tasks["collect"].execution_timeout
+        + settings.callback_horizon
+        + 2 * tasks["notify_success"].execution_timeout
+    )
+    assert dag.dagrun_timeout > worst
 
 
 @pytest.mark.parametrize("job", job_names())

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "dapi-dag-test"
 BUCKET = "dsbridge-results"
 S3_KEY, S3_SECRET = "dagtestkey", "dagtestsecret0123456789"
+ADMIN_TOKEN = "dag-test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -80,7 +82,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterato
             EmulatorConfig(workspace=REPO / "notebooks", state_dir=root / "emulator", token=TOKEN)
         )
         try:
-            with ThreadedService(create_app([secret], root / "service.db")) as service:
+            with ThreadedService(create_app([secret], root / "service.db", admin_token=ADMIN_TOKEN)) as service:
                 os.environ.update(
                     AIRFLOW_CONN_DATABRICKS_DEFAULT=json.dumps(
                         {
@@ -126,7 +128,7 @@ def run_dag(conf: dict[str, Any], request_id: str) -> dict[str, str]:
 
 
 def events(service: str) -> list[dict[str, Any]]:
-    return list(httpx.get(f"{service}/events", timeout=10).json())
+    return list(httpx.get(f"{service}/events", headers=ADMIN, timeout=10).json())
 
 
 def test_success_path_sends_one_success_callback(peers):
@@ -142,6 +144,7 @@ def test_success_path_sends_one_success_callback(peers):
     (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-ok"]
     body = verify([peers["secret"]], event["body"].encode(), event["headers"])
     assert body["type"] == "request.succeeded"
+    assert (body["attempt"], body["sequence"], body["supersedes"]) == (0, 1, None)
     assert body["result"]["merchant_id"] == "m_1042" and body["result"]["orders"] == 7 * 40
     assert body["result_location"] == f"s3://{BUCKET}/runs/merchant_threshold/dagtest-ok/curve.json"
     assert body["error"] is None
@@ -158,20 +161,20 @@ def test_failure_path_sends_one_failure_callback_with_the_notebook_error(peers):
     (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-fail"]
     body = verify([peers["secret"]], event["body"].encode(), event["headers"])
     assert body["type"] == "request.failed"
-    assert body["error"]["failed_task"] == "wait"
+    assert body["error"]["failed_task"] == "wait" and body["error"]["code"] == "notebook_failed"
     assert "no/such/orders.csv" in body["error"]["message"]
     assert body["error"]["trace"]
     assert body["result"] is None and body["result_location"] is None
 
 
 def test_receiver_error_is_retried_with_the_same_event(peers):
-    armed = httpx.post(f"{peers['service']}/admin/faults", json={"status": 500, "count": 1}, timeout=10)
+    armed = httpx.post(f"{peers['service']}/admin/faults", json={"status": 500, "count": 1}, headers=ADMIN, timeout=10)
     assert armed.status_code == 200
 
     states = run_dag({"merchant_id": "m_9"}, "dagtest-retry")
 
     assert states["notify_success"] == "success"
-    faults = httpx.get(f"{peers['service']}/admin/faults", timeout=10).json()
+    faults = httpx.get(f"{peers['service']}/admin/faults", headers=ADMIN, timeout=10).json()
     assert faults["served"] == 1 and faults["remaining"] == 0  # the first delivery did get the 500
     (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-retry"]
     assert event["deliveries"] == 1  # the 500 stored nothing; the retry carried the same event id

@@ -24,8 +24,17 @@ from dsbridge.stack.stack import StackConfig, down, up
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("DSBRIDGE_E2E_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-E2E_DATABASE = "dsbridge_e2e"
+# Both can be moved, so that two suites (or a developer's stack) can run side by side.
+E2E_DATABASE = os.environ.get("DSBRIDGE_E2E_DATABASE", "dsbridge_e2e")
 E2E_BASE_PORT = int(os.environ.get("DSBRIDGE_E2E_BASE_PORT", "31080"))
+# Horizons and retry delays short enough for tests; the outages the suite injects stay inside them.
+E2E_SETTINGS = {
+    "DSBRIDGE_RETRY_MAX_DELAY_MINUTES": "0.25",
+    "DSBRIDGE_DATABRICKS_HORIZON_MINUTES": "10",
+    "DSBRIDGE_COLLECT_HORIZON_MINUTES": "10",
+    "DSBRIDGE_CALLBACK_HORIZON_MINUTES": "20",
+    "DSBRIDGE_RECONCILE_SECONDS": "10",
+}
 
 
 def _admin(sql: str) -> None:
@@ -52,6 +61,7 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
         base_port=E2E_BASE_PORT,
         database_url=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{E2E_DATABASE}",
         notebooks=notebooks,
+        settings_env=E2E_SETTINGS,
     )
 
 
@@ -71,13 +81,24 @@ def airflow(stack: dict[str, Any]) -> Iterator[AirflowClient]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def admin(stack: dict[str, Any]) -> Iterator[AirflowClient]:
+    """Ops in the Airflow UI: clear, pause, mark runs (the same REST calls the UI makes)."""
+    info = stack["airflow_admin"]
+    with AirflowClient(stack["airflow"]["url"], info["username"], info["password"]) as client:
+        yield client
+
+
 @pytest.fixture
 def request_id() -> str:
     return f"e2e-{uuid.uuid4().hex[:12]}"
 
 
 def events_for(stack: dict[str, Any], request_id: str) -> list[dict[str, Any]]:
-    events = httpx.get(stack["service"]["events_url"], timeout=10).json()
+    service = stack["service"]
+    answer = httpx.get(service["events_url"], headers={"Authorization": f"Bearer {service['admin_token']}"}, timeout=10)
+    answer.raise_for_status()
+    events = answer.json()
     return [e for e in events if (e.get("payload") or {}).get("request_id") == request_id]
 
 
@@ -117,27 +138,38 @@ run; do not edit by hand.
 
 ## What dsbridge promises
 
-- Every accepted request ends in exactly one final, signed event (`request.succeeded`,
-  `request.failed` or `request.cancelled`); its `event_id` is the same on every delivery, so a
-  receiver that stores by event id keeps exactly one.
-- One request starts at most one Databricks run: the submit carries an idempotency token derived
-  from job and request, and a restarted `submit` reconnects to the run it recorded.
-- A request stopped from outside (caller cancel, DAG-run timeout) cancels its Databricks run and
-  still gets its one event (the `dsbridge_outcomes` DAG). The suite exercises the cancel; the
-  timeout takes the same path with another reason and is covered by unit tests only, since the
-  DAG-run timeout is the notebook's timeout plus the whole callback horizon.
-- Callbacks are retried with exponential backoff for `DSBRIDGE_CALLBACK_HORIZON_MINUTES` (6 hours
-  by default) on connection errors, 408, 429 and 5xx; other answers fail at once and alert.
+- One request, one story. A request is (job, request id) and its parameters. Each attempt at it
+  (the first run, then each clear by ops) ends in exactly one final, signed event
+  (`request.succeeded`, `request.failed` or `request.cancelled`); later attempts have a higher
+  `sequence` and name the event they `supersede`; every delivery of an event carries the same id
+  and the same bytes. A reuse of the request id with other parameters is refused with an event of
+  its own (`sequence` 0) and touches nothing of the first request.
+- At most one Databricks run of a request is live at any time: the submit carries an idempotency
+  token derived from job, request and attempt; a new attempt adopts a live run of an earlier one
+  (found by run name, so a run whose submit answer was lost is found too).
+- Outages are ridden out for a horizon, not seconds, with per-request jitter: Databricks 30 minutes
+  (`DSBRIDGE_DATABRICKS_HORIZON_MINUTES`, while submitting and waiting), S3 and Databricks while
+  collecting 30 minutes (`DSBRIDGE_COLLECT_HORIZON_MINUTES`), the callback receiver 6 hours
+  (`DSBRIDGE_CALLBACK_HORIZON_MINUTES`). When the wait's horizon runs out the run is cancelled
+  before the failure event is sent. A triggerer crash or restart never cancels the notebook.
+- No request without a final event: a run stopped from outside (caller cancel, DAG-run timeout,
+  marked failed or successful by hand, a delivery cut short) gets its event from the
+  `dsbridge_outcomes` DAG, started by the outcome listener as the run ends, and by the reconciler
+  (every `DSBRIDGE_RECONCILE_SECONDS`, 60 by default) for any run the listener missed; a paused
+  `dsbridge_outcomes` is unpaused with an alert. The DAG-run timeout is the sum of every step's
+  worst case within its horizon, so it can never overtake a pending event.
+
+This suite runs with shorter horizons (Databricks and collect 10 minutes, callbacks 20 minutes,
+retry delays capped at 15 s, reconciler every 10 s; `E2E_SETTINGS` in `tests/e2e/conftest.py`), so
+the outages it injects stay inside them and the suite stays fast.
 
 ## What it does not promise
 
-- Delivery after the horizon: the task fails and alerts; clearing `notify_*` resends the same event.
-- A final event when a caller cancels while a notify task is already delivering: that delivery may
-  or may not have reached the receiver, and no second event is started.
+- Delivery after the callback horizon: the task fails and alerts; clearing `notify_*` starts a new
+  attempt whose event supersedes the undelivered one.
 - Results of a Databricks run lost with its workspace (here: the emulator killed): the request fails.
-- Per-DAG isolation between callers: the local stack's API user can see and trigger every DAG
-  (use the FAB auth manager for per-DAG roles); `dsbridge_outcomes` refuses to act for a job run
-  that did not fail.
+- Cancelling a notebook while Databricks itself is unreachable: the failure event then says the
+  run could not be cancelled.
 
 ## Scenarios (last run)
 

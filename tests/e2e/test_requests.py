@@ -82,11 +82,14 @@ def test_success_gives_one_exact_signed_callback_and_the_s3_result(stack, airflo
     timings = payload.pop("timings")
     occurred_at = payload.pop("occurred_at")
     assert payload == {
-        "schema_version": "1",
+        "schema_version": "2",
         "event_id": event["event_id"],
         "type": "request.succeeded",
         "job": job,
         "request_id": request_id,
+        "attempt": 0,
+        "sequence": 1,
+        "supersedes": None,
         "result": expected_result,
         "result_inline": True,
         "result_location": location,
@@ -114,7 +117,7 @@ def test_notebook_error_gives_one_failure_callback_with_its_message(stack, airfl
     (event,) = wait_for_events(stack, request_id)
     payload = event["payload"]
     assert payload["type"] == "request.failed"
-    assert payload["error"]["failed_task"] == "wait"
+    assert payload["error"]["failed_task"] == "wait" and payload["error"]["code"] == "notebook_failed"
     assert "nowhere/orders.csv" in payload["error"]["message"]
     assert "Traceback" in payload["error"]["trace"]
     assert payload["result_location"] is None
@@ -173,4 +176,39 @@ def test_second_up_starts_no_twins(stack_config, stack):
         "airflow-scheduler",
         "airflow-dag-processor",
         "airflow-triggerer",
+        "reconciler",
     }
+
+
+def test_request_id_reused_with_other_parameters_is_refused_and_touches_nothing(stack, airflow, request_id):
+    """Two DAG runs name the same request (`conf.request_id`) with different parameters."""
+    first, second = f"{request_id}-a", f"{request_id}-b"
+    airflow.trigger("merchant_threshold", {"merchant_id": "m_first", "request_id": request_id}, first)
+    assert airflow.wait("merchant_threshold", first, timeout=240)["state"] == "success"
+    airflow.trigger("merchant_threshold", {"merchant_id": "m_second", "request_id": request_id}, second)
+    assert airflow.wait("merchant_threshold", second, timeout=240)["state"] == "failed"
+
+    events = {e["payload"]["sequence"]: e for e in wait_for_events(stack, request_id)}
+    assert sorted(events) == [0, 1]
+    refusal, answer = events[0]["payload"], events[1]["payload"]
+    assert refusal["type"] == "request.failed" and refusal["error"]["code"] == "request_id_conflict"
+    assert refusal["links"]["airflow_run"].endswith(f"/runs/{second}")
+    assert answer["type"] == "request.succeeded" and answer["result"]["merchant_id"] == "m_first"
+    assert events[0]["deliveries"] == events[1]["deliveries"] == 1
+    assert len(databricks_runs(stack, request_id)) == 1
+    curve = json.loads(s3_object(stack, answer["result_location"]))
+    assert curve["merchant_id"] == "m_first"  # the first request's output is untouched
+
+
+def test_request_id_reused_with_the_same_parameters_is_the_same_request(stack, airflow, request_id):
+    first, second = f"{request_id}-a", f"{request_id}-b"
+    conf = {"merchant_id": "m_same", "request_id": request_id}
+    airflow.trigger("merchant_threshold", conf, first)
+    assert airflow.wait("merchant_threshold", first, timeout=240)["state"] == "success"
+    airflow.trigger("merchant_threshold", conf, second)
+    assert airflow.wait("merchant_threshold", second, timeout=240)["state"] == "success"
+    assert airflow.task_instances("merchant_threshold", second)["submit"] == "skipped"
+
+    (event,) = wait_for_events(stack, request_id)
+    assert event["deliveries"] == 1 and event["payload"]["links"]["airflow_run"].endswith(f"/runs/{first}")
+    assert len(databricks_runs(stack, request_id)) == 1

@@ -127,6 +127,28 @@ def test_faults_429_503_are_retried_by_sdk_and_hook(
         server.stop()
 
 
+def test_a_held_submit_answer_still_creates_the_run(workspace: Path, tmp_path: Path) -> None:
+    """A caller that gives up on a slow runs/submit answer leaves a run behind, as on a workspace."""
+    server = start_background(EmulatorConfig(workspace=workspace, state_dir=tmp_path))
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert http.post("/emulator/faults", json={"submit_answer_delay_ms": 3000}).status_code == 200
+            with pytest.raises(httpx.ReadTimeout):
+                http.post(
+                    "/api/2.2/jobs/runs/submit",
+                    json={
+                        "run_name": "lost",
+                        "tasks": [{"task_key": "t", "notebook_task": {"notebook_path": "/jobs/echo"}}],
+                    },
+                    timeout=0.5,
+                )
+            runs = http.get("/api/2.2/jobs/runs/list").json()["runs"]
+            assert [run["run_name"] for run in runs] == ["lost"]
+            assert http.post("/emulator/faults", json={"submit_answer_delay_ms": -1}).status_code == 400
+    finally:
+        server.stop()
+
+
 def test_forced_terminal_state_and_latency(workspace: Path, tmp_path: Path) -> None:
     server = start_background(EmulatorConfig(workspace=workspace, state_dir=tmp_path))
     try:

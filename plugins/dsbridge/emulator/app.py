@@ -280,6 +280,8 @@ class Emulator:
             raise ApiError(503, "TEMPORARILY_UNAVAILABLE", "The emulator is shutting down.")
         spec = parse_submit(params, self.config.workspace)
         run_id, _ = self.supervisor.submit(spec)
+        if delay := self.faults.submit_answer_delay():
+            await asyncio.sleep(delay)  # the run exists; its answer is slow, or lost if the caller gives up
         return {"run_id": run_id}
 
     async def get(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:

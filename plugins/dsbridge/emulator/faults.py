@@ -26,6 +26,7 @@ class FaultSettings:
     rate_429: float = 0.0
     rate_503: float = 0.0
     latency_ms: int = 0
+    submit_answer_delay_ms: int = 0
     retry_after_s: int = 1
     force_state: str | None = None
     seed: int | None = None
@@ -78,6 +79,9 @@ class Faults:
                 rate_429=_rate(merged["rate_429"], "rate_429"),
                 rate_503=_rate(merged["rate_503"], "rate_503"),
                 latency_ms=_bounded_int(merged["latency_ms"], "latency_ms", MAX_LATENCY_MS),
+                submit_answer_delay_ms=_bounded_int(
+                    merged["submit_answer_delay_ms"], "submit_answer_delay_ms", MAX_LATENCY_MS
+                ),
                 retry_after_s=_bounded_int(merged["retry_after_s"], "retry_after_s", MAX_RETRY_AFTER_S),
                 force_state=merged["force_state"] or None,
                 seed=merged["seed"],
@@ -105,6 +109,11 @@ class Faults:
     def retry_after(self) -> int:
         with self._lock:
             return self._settings.retry_after_s
+
+    def submit_answer_delay(self) -> float:
+        """Seconds to hold a `runs/submit` answer back after the run was created."""
+        with self._lock:
+            return self._settings.submit_answer_delay_ms / 1000
 
     def forced_state(self) -> str | None:
         with self._lock:

@@ -18,6 +18,16 @@ from airflow.sdk import BaseNotifier
 log = logging.getLogger("dsbridge.alerts")
 
 
+def raise_alert(alert: dict[str, Any], alerts_file: str | None = None) -> None:
+    """Log one alert (and append it to the alerts file when one is configured)."""
+    alert = {"at": datetime.now(UTC).isoformat(), **alert}
+    log.error("dsbridge alert: %s", json.dumps(alert, default=str))
+    path = alerts_file or os.environ.get("DSBRIDGE_ALERTS_FILE")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(alert, default=str) + "\n")
+
+
 class AlertLogNotifier(BaseNotifier):
     """Log (and optionally append to a file) one alert per failed or retried task."""
 
@@ -33,7 +43,6 @@ class AlertLogNotifier(BaseNotifier):
         dag_run = context.get("dag_run")
         exception = context.get("exception")
         alert = {
-            "at": datetime.now(UTC).isoformat(),
             "event": self.event,
             "dag_id": getattr(ti, "dag_id", None),
             "run_id": getattr(dag_run, "run_id", None),
@@ -41,8 +50,4 @@ class AlertLogNotifier(BaseNotifier):
             "try_number": getattr(ti, "try_number", None),
             "error": str(exception) if exception else None,
         }
-        log.error("dsbridge alert: %s", json.dumps(alert))
-        path = self.alerts_file or os.environ.get("DSBRIDGE_ALERTS_FILE")
-        if path:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(alert) + "\n")
+        raise_alert(alert, self.alerts_file)

@@ -4,6 +4,11 @@ Nobody is told "success" before this passes: the exit value (`runs/get-output` o
 and/or the result file under the request's S3 output path must exist, parse and match their JSON
 Schemas, within size limits. The result always ends with an S3 location (an exit-value-only job's
 value is stored as `exit_value.json`), and is inlined in the callback when it is small.
+
+A result file is read with a bounded, streaming read: never more than its limit (the contract's
+`max_bytes`, capped by `DSBRIDGE_COLLECT_MAX_BYTES`) is held in memory, and a larger file is refused
+before anything is parsed. S3 or Databricks being unreachable is retried for the collect horizon
+(`DSBRIDGE_COLLECT_HORIZON_MINUTES`): the output is safe where it is.
 """
 
 from __future__ import annotations
@@ -18,22 +23,16 @@ from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from airflow.sdk import BaseOperator
 from jsonschema import Draft202012Validator
 
+from dsbridge.callback.event import ErrorCode
 from dsbridge.contract import JobContract, OutputContract
-from dsbridge.outcome import fail_request
-from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID
+from dsbridge.outcome import fail_request, failing_request_on_error
+from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, load_settings, parse_s3_uri
 
 EXIT_VALUE_FILE = "exit_value.json"
 
 
 class OutputInvalid(ValueError):
     """The notebook's output breaks its contract; the message says how."""
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    bucket, key = uri[5:].split("/", 1)
-    return bucket, key
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -72,9 +71,34 @@ def check_exit_value(output: dict[str, Any], contract: OutputContract) -> Any:
     return value
 
 
+def result_file_limit(contract: OutputContract) -> int:
+    """The most bytes of a result file that collect reads: the contract's limit, capped by the deployment's."""
+    return min(contract.result_max_bytes, load_settings().collect_max_bytes)
+
+
+def too_large(size: int, contract: OutputContract) -> OutputInvalid:
+    limit = result_file_limit(contract)
+    if limit < contract.result_max_bytes:
+        return OutputInvalid(
+            f"the result file is {size} bytes; collect checks at most {limit} bytes in memory "
+            "(DSBRIDGE_COLLECT_MAX_BYTES); raise that setting or write a smaller file"
+        )
+    return OutputInvalid(f"the result file is {size} bytes, over its limit of {limit}")
+
+
+def read_bounded(body: Any, limit: int, contract: OutputContract) -> bytes:
+    """Read a streaming body, refusing it as soon as it passes `limit` bytes."""
+    data = bytearray()
+    while chunk := body.read(min(1024 * 1024, limit + 1 - len(data))):
+        data += chunk
+        if len(data) > limit:
+            raise too_large(len(data), contract)
+    return bytes(data)
+
+
 def check_result_file(body: bytes, contract: OutputContract) -> Any:
-    if len(body) > contract.result_max_bytes:
-        raise OutputInvalid(f"the result file is {len(body)} bytes, over its limit of {contract.result_max_bytes}")
+    if len(body) > result_file_limit(contract):
+        raise too_large(len(body), contract)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -120,13 +144,12 @@ class CollectNotebookOutputOperator(BaseOperator):
         request = ti.xcom_pull(task_ids="submit", key="request")
         output_path: str = request["output_path"]
         contract = self.contract.output
-        try:
-            value, location = self._collect(run, output_path, contract)
-        except OutputInvalid as exc:
-            fail_request(context, f"output rejected: {exc}")
-        except Exception as exc:
-            # Databricks or S3 could not be read: worth a retry, and the reason is kept.
-            fail_request(context, f"could not read the output: {exc}", retryable=True)
+        # Databricks or S3 trouble is retried within the collect horizon; a broken output is final.
+        with failing_request_on_error(context, "could not read the output", code=ErrorCode.OUTPUT_UNREADABLE):
+            try:
+                value, location = self._collect(run, output_path, contract)
+            except OutputInvalid as exc:
+                fail_request(context, f"output rejected: {exc}", code=ErrorCode.OUTPUT_INVALID)
         size = inline_size(value)
         inline = size <= contract.inline_max_bytes
         self.log.info("Output of %s is valid (%d bytes, inline=%s) at %s", run["run_id"], size, inline, location)
@@ -148,9 +171,11 @@ class CollectNotebookOutputOperator(BaseOperator):
             if not self.s3_hook.check_for_key(key, bucket_name=bucket):
                 raise OutputInvalid(f"the result file {location} is missing; the notebook must write it")
             size = self.s3_hook.head_object(key, bucket_name=bucket)["ContentLength"]
-            if size > contract.result_max_bytes:
-                raise OutputInvalid(f"the result file is {size} bytes, over its limit of {contract.result_max_bytes}")
-            file_value = check_result_file(self.s3_hook.get_key(key, bucket).get()["Body"].read(), contract)
+            limit = result_file_limit(contract)
+            if size > limit:
+                raise too_large(size, contract)
+            body = read_bounded(self.s3_hook.get_key(key, bucket).get()["Body"], limit, contract)
+            file_value = check_result_file(body, contract)
             return (value if contract.exit_value_schema is not None else file_value), location
         # Exit value only: keep it under the output path too, so every result has a location.
         location = output_path + EXIT_VALUE_FILE

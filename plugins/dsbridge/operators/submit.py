@@ -1,34 +1,73 @@
-"""Submit a job's notebook to Databricks for one request, exactly once.
+"""Submit a job's notebook to Databricks for one request: claimed once, run at most once at a time.
 
-A thin layer over the provider's `DatabricksSubmitRunOperator`: it builds the `runs/submit`
-payload from the contract and the request (base parameters, S3 output path, compute) and an
-idempotency token derived from job and request, so a retried submit gets the same Databricks run
-back instead of a second one. The provider's durable mode reconnects a restarted worker to it.
+A thin layer over the provider's `DatabricksSubmitRunOperator` that adds what a request needs:
+
+1. **Identity.** The request id is claimed in S3 (`dsbridge.ledger`) before anything else. Another
+   DAG run that reused the id with the same parameters is the same request: it skips and sends
+   nothing. With other parameters it is refused (`request_id_conflict`) and touches nothing of the
+   first request.
+2. **One live run.** The `runs/submit` payload carries an idempotency token derived from job,
+   request and attempt, so a retried submit gets the same Databricks run back. A new attempt (a
+   clear of the DAG run) first looks for a live run of an earlier attempt -- the ones it recorded,
+   and by run name through `runs/list`, which also finds a run whose submit answer was lost -- and
+   adopts it instead of starting a second one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from functools import cached_property
 from typing import Any
 
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
+from dsbridge.callback.event import ErrorCode
 from dsbridge.contract import JobContract
-from dsbridge.contract.params import request_id_for
-from dsbridge.outcome import fail_request
-from dsbridge.settings import DATABRICKS_CONN_ID, load_settings
+from dsbridge.ledger import Ownership, RequestLedger
+from dsbridge.outcome import fail_request, failing_request_on_error
+from dsbridge.request import Request, request_of, run_name
+from dsbridge.retry import Transient
+from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, load_settings
 
 # Databricks keeps idempotency tokens of up to 64 characters.
 IDEMPOTENCY_TOKEN_LENGTH = 64
 # Databricks caps the JSON of a run's base parameters at 1 MB (widgets are strings).
 BASE_PARAMETERS_MAX_BYTES = 1_000_000
+RUNS_LIST_PATH = ("GET", "2.2/jobs/runs/list")
+RUNS_LIST_PAGES = 20
+LIVE_STATES = frozenset({"PENDING", "QUEUED", "RUNNING", "BLOCKED", "WAITING_FOR_RETRY"})
+ENDING_STATES = frozenset({"TERMINATING"})
+ENDING_WAIT_SECONDS = 120
+RUN_KEY = "databricks_run:{attempt}"
+# Marks an attempt that needs no event of its own (another DAG run serves the same request).
+DUPLICATE_KEY = "duplicate:{attempt}"
 
 
 def idempotency_token(job: str, request_id: str, attempt: int = 0) -> str:
-    """Same job + request (+ clear of the DAG run) → same token → same Databricks run."""
+    """Same job + request + attempt → same token → same Databricks run."""
     digest = hashlib.sha256(f"{job}\n{request_id}\n{attempt}".encode()).hexdigest()
     return f"dsbridge-{digest}"[:IDEMPOTENCY_TOKEN_LENGTH]
+
+
+def active_runs_named(hook: Any, name: str) -> list[dict[str, Any]]:
+    """Active submit runs called `name`, through `runs/list` (bounded paging)."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"active_only": "true", "run_type": "SUBMIT_RUN", "limit": 25}
+    for _ in range(RUNS_LIST_PAGES):
+        page = hook._do_api_call(RUNS_LIST_PATH, params)
+        found.extend(run for run in page.get("runs", []) if run.get("run_name") == name)
+        if not page.get("has_more") or not page.get("next_page_token"):
+            break
+        params = {**params, "page_token": page["next_page_token"]}
+    return found
+
+
+def life_cycle(run: dict[str, Any]) -> str:
+    return str((run.get("state") or {}).get("life_cycle_state", ""))
 
 
 def widget_value(value: Any) -> str:
@@ -59,35 +98,23 @@ def compute_spec(compute: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def submit_payload(contract: JobContract, request_id: str, params: dict[str, Any], attempt: int = 0) -> dict[str, Any]:
-    """The complete `runs/submit` body for one request."""
-    settings = load_settings()
-    output_path = settings.output_path(contract.name, request_id)
+def submit_payload(contract: JobContract, request: Request) -> dict[str, Any]:
+    """The complete `runs/submit` body for one attempt at a request."""
     task = {
         "task_key": contract.name,
         "notebook_task": {
-            "notebook_path": contract.notebook_path(settings.workspace_root),
+            "notebook_path": contract.notebook_path(load_settings().workspace_root),
             "source": "WORKSPACE",
-            "base_parameters": base_parameters(contract.name, request_id, output_path, params),
+            "base_parameters": base_parameters(contract.name, request.request_id, request.output_path, request.params),
         },
         **compute_spec(contract.compute),
     }
     return {
-        "run_name": f"dsbridge {contract.name} {request_id}",
+        "run_name": run_name(contract.name, request.request_id),
         "timeout_seconds": contract.timeout_seconds,
-        "idempotency_token": idempotency_token(contract.name, request_id, attempt),
+        "idempotency_token": idempotency_token(contract.name, request.request_id, request.attempt),
         "tasks": [task],
     }
-
-
-def request_params(contract: JobContract, conf_params: dict[str, Any]) -> dict[str, Any]:
-    """The contract's parameters of this request (Airflow has already validated each value)."""
-    return {name: conf_params.get(name) for name in contract.params}
-
-
-def clear_number(context: Any) -> int:
-    """How many times the DAG run was cleared: a cleared run is a new attempt at the request."""
-    return int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
 
 
 class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
@@ -98,6 +125,7 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
         *,
         contract: JobContract,
         databricks_conn_id: str = DATABRICKS_CONN_ID,
+        aws_conn_id: str = AWS_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -107,39 +135,95 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
             **kwargs,
         )
         self.contract = contract
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def s3_hook(self) -> S3Hook:
+        return S3Hook(aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Any) -> Any:
-        dag_run = context["dag_run"]
-        conf = dict(dag_run.conf or {})
-        params = context["params"]
-        unknown = sorted(set(conf) - set(self.contract.params) - {"request_id"})
-        if unknown:
-            fail_request(
-                context,
-                f"unknown parameter(s) {unknown} for job {self.contract.name}; allowed: {sorted(self.contract.params)}",
-            )
         try:
-            request_id = request_id_for(dag_run.run_id, params.get("request_id"))
+            request = request_of(context, self.contract)
         except ValueError as exc:
-            fail_request(context, str(exc))
-        payload = submit_payload(
-            self.contract, request_id, request_params(self.contract, params), clear_number(context)
-        )
-        size = len(json.dumps(payload["tasks"][0]["notebook_task"]["base_parameters"]))
-        if size > BASE_PARAMETERS_MAX_BYTES:
-            fail_request(context, f"parameters are {size} bytes as JSON; Databricks accepts at most 1 MB")
-        self.json = payload
+            fail_request(context, str(exc), code=ErrorCode.INVALID_REQUEST)
+        self.log.info("request_id=%s attempt=%d of %s", request.request_id, request.attempt, self.contract.name)
+        self._claim(context, request)
         context["ti"].xcom_push(
             key="request",
-            value={
-                "request_id": request_id,
-                "output_path": payload["tasks"][0]["notebook_task"]["base_parameters"]["output_path"],
-                "attempt": clear_number(context),
-            },
+            value={"request_id": request.request_id, "output_path": request.output_path, "attempt": request.attempt},
         )
-        self.log.info("Submitting %s for request_id=%s", self.contract.name, request_id)
-        try:
-            return super().execute(context)
-        except Exception as exc:
-            # Record why for the failure event; Airflow still retries (the token keeps it one run).
-            fail_request(context, f"could not submit the notebook run: {exc}", retryable=True)
+        if request.unknown:
+            fail_request(
+                context,
+                f"unknown parameter(s) {list(request.unknown)} for job {self.contract.name}; "
+                f"allowed: {sorted(self.contract.params)}",
+                code=ErrorCode.INVALID_REQUEST,
+            )
+        payload = submit_payload(self.contract, request)
+        size = len(json.dumps(payload["tasks"][0]["notebook_task"]["base_parameters"]))
+        if size > BASE_PARAMETERS_MAX_BYTES:
+            fail_request(
+                context,
+                f"parameters are {size} bytes as JSON; Databricks accepts at most 1 MB",
+                code=ErrorCode.INVALID_REQUEST,
+            )
+        with failing_request_on_error(context, "could not submit the notebook run", code=ErrorCode.SUBMIT_FAILED):
+            self.run_id = self._live_run(context, request) or self._submit(context, request, payload)
+        context["ti"].xcom_push(key="run_id", value=self.run_id)
+        return self.run_id
+
+    def _claim(self, context: Any, request: Request) -> None:
+        """Own the request id, or end this DAG run as a duplicate or a conflict."""
+        with failing_request_on_error(context, "could not record the request in S3", code=ErrorCode.SUBMIT_FAILED):
+            claim = RequestLedger(self.s3_hook.get_conn(), request.output_path).claim(request)
+        if claim.ownership is Ownership.DUPLICATE:
+            if (store := context.get("task_state_store")) is not None:
+                store.set(DUPLICATE_KEY.format(attempt=request.attempt), claim.holder_run_id)
+            raise AirflowSkipException(
+                f"request_id {request.request_id!r} with these parameters is already served by DAG run "
+                f"{claim.holder_run_id!r}; this run sends nothing (the receiver gets that run's event)"
+            )
+        if claim.ownership is Ownership.CONFLICT:
+            fail_request(
+                context,
+                f"request_id {request.request_id!r} is already used by DAG run {claim.holder_run_id!r} with other "
+                "parameters; nothing was run. Use a new request id for new parameters.",
+                code=ErrorCode.REQUEST_ID_CONFLICT,
+            )
+
+    def _live_run(self, context: Any, request: Request) -> int | None:
+        """A live Databricks run of this request to adopt (one at a time), after ending ones ended."""
+        store = context.get("task_state_store")
+        recorded = store.get(RUN_KEY.format(attempt=request.attempt)) if store is not None else None
+        if recorded:
+            return int(recorded)  # a retry of this attempt: the token would return it anyway
+        if request.attempt == 0:
+            return None
+        candidates = active_runs_named(self._hook, run_name(request.job, request.request_id))
+        deadline = time.monotonic() + ENDING_WAIT_SECONDS
+        while any(life_cycle(run) in ENDING_STATES for run in candidates):
+            if time.monotonic() > deadline:
+                raise Transient("an earlier run of this request is still terminating; retrying later")
+            time.sleep(2)
+            candidates = [self._hook.get_run(run["run_id"]) for run in candidates]
+        live = sorted((run for run in candidates if life_cycle(run) in LIVE_STATES), key=lambda r: r["run_id"])
+        if not live:
+            return None
+        adopted = int(live[-1]["run_id"])
+        for extra in live[:-1]:  # never expected; keep the promise of one live run anyway
+            self._hook.cancel_run(int(extra["run_id"]))
+        self.log.info("Adopting live Databricks run %s of an earlier attempt", adopted)
+        self._remember(context, request, adopted)
+        return adopted
+
+    def _submit(self, context: Any, request: Request, payload: dict[str, Any]) -> int:
+        self.json = payload
+        run_id = int(self._hook.submit_run(self._prepare_submit_json(context)))
+        self.log.info("Submitted Databricks run %s for request_id=%s", run_id, request.request_id)
+        self._remember(context, request, run_id)
+        return run_id
+
+    def _remember(self, context: Any, request: Request, run_id: int) -> None:
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(RUN_KEY.format(attempt=request.attempt), run_id)

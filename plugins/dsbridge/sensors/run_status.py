@@ -2,8 +2,9 @@
 
 It turns the run's terminal state into the request's outcome: SUCCESS lets `collect` go on;
 FAILED, TIMEDOUT and INTERNAL_ERROR fail the request with the notebook's error and trace;
-CANCELED cancels it. A notebook's own failure is final (no Airflow retry would change it); an
-unreachable Databricks API is retried. If the task is killed or times out, the run is cancelled.
+CANCELED cancels it. A notebook's own failure is final (no Airflow retry would change it). An
+unreachable Databricks API is ridden out inside the trigger for the outage horizon; when that runs
+out -- or the task is killed, or times out -- the run is cancelled before the request fails.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.sdk import BaseSensorOperator
 
+from dsbridge.callback.event import ErrorCode
 from dsbridge.outcome import fail_request, record_failure
-from dsbridge.settings import DATABRICKS_CONN_ID
+from dsbridge.settings import DATABRICKS_CONN_ID, load_settings
 from dsbridge.triggers.run_status import (
     ERROR_EVENT,
+    UNREACHABLE_EVENT,
     DatabricksRunStatusTrigger,
     error_details,
     failed_task_run_id,
@@ -27,6 +30,7 @@ from dsbridge.triggers.run_status import (
 )
 
 TRIGGER_FAIL_METHOD = "__fail__"
+FAILURE_CODES = {"TIMEDOUT": ErrorCode.NOTEBOOK_TIMED_OUT, "CANCELED": ErrorCode.RUN_CANCELLED}
 
 
 class DatabricksRunStatusSensor(BaseSensorOperator):
@@ -83,6 +87,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
                 databricks_conn_id=self.databricks_conn_id,
                 first_poll_seconds=self.first_poll_seconds,
                 max_poll_seconds=self.max_poll_seconds,
+                outage_horizon_seconds=load_settings().databricks_horizon.total_seconds(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
@@ -104,9 +109,13 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         return self._conclude(context, event)
 
     def _conclude(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") == ERROR_EVENT:
-            # Databricks could not be asked; a retry of this task asks again (the run goes on).
-            fail_request(context, f"could not read the Databricks run state: {event.get('message')}", retryable=True)
+        if event.get("status") in (ERROR_EVENT, UNREACHABLE_EVENT):
+            # Past the outage horizon, or refused outright: stop the notebook, then fail the request.
+            if event.get("status") == UNREACHABLE_EVENT:
+                problem = f"Databricks was unreachable for {event.get('down_seconds')} s: {event.get('message')}"
+            else:
+                problem = f"Databricks refused to report run {self.run_id}: {event.get('message')}"
+            fail_request(context, f"{problem}; {self._cancel_run()}", code=ErrorCode.DATABRICKS_UNREACHABLE)
         run = event["run"]
         state = RunState(**run["state"])
         self.log.info("Databricks run %s ended %s (%s polls)", run["run_id"], state, event.get("polls"))
@@ -118,28 +127,32 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         fail_request(
             context,
             message,
+            code=FAILURE_CODES.get(state.result_state, ErrorCode.NOTEBOOK_FAILED),
             cancelled=state.result_state == "CANCELED",
             trace=event.get("error_trace"),
             databricks_state=run["state"],
         )
-        raise AssertionError("unreachable")  # fail_request always raises
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
         # The trigger was stopped by a timeout (or crashed): stop the notebook, and say why, before failing.
         if next_method == TRIGGER_FAIL_METHOD:
-            self._cancel_run()
             reason = (next_kwargs or {}).get("error", "the trigger failed")
             record_failure(
-                context, f"gave up waiting for Databricks run {self.run_id} ({reason}); the run was cancelled"
+                context,
+                f"gave up waiting for Databricks run {self.run_id} ({reason}); {self._cancel_run()}",
+                code=ErrorCode.NOTEBOOK_TIMED_OUT,
             )
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
         self._cancel_run()
 
-    def _cancel_run(self) -> None:
+    def _cancel_run(self) -> str:
+        """Cancel the run; say whether that worked (the failure event carries it)."""
         try:
             self.hook.cancel_run(self.databricks_run_id)
-            self.log.info("Cancelled Databricks run %s", self.run_id)
-        except Exception:
+        except Exception as exc:
             self.log.exception("Could not cancel Databricks run %s", self.run_id)
+            return f"the run could not be cancelled ({exc}); cancel it in Databricks"
+        self.log.info("Cancelled Databricks run %s", self.run_id)
+        return "the run was cancelled"

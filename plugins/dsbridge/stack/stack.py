@@ -45,6 +45,8 @@ class StackConfig:
     database_url: str | None = None
     repo: Path = REPO
     notebooks: Path = REPO / "notebooks"
+    # Extra DSBRIDGE_* settings for Airflow's processes (e.g. shorter horizons in tests).
+    settings_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def stack_file(self) -> Path:
@@ -90,12 +92,8 @@ def _private_file(path: Path, content: str) -> None:
     path.chmod(0o600)
 
 
-def load_secrets(cfg: StackConfig) -> dict[str, str]:
-    """Credentials made on the first `up` and kept, so clients keep working across restarts."""
-    path = cfg.state_dir / "secrets.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    made = {
+def _new_secrets() -> dict[str, str]:
+    return {
         "admin_password": secrets.token_urlsafe(12),
         "service_password": secrets.token_urlsafe(12),
         "databricks_token": "dapi" + secrets.token_hex(16),
@@ -104,8 +102,21 @@ def load_secrets(cfg: StackConfig) -> dict[str, str]:
         "signing_secret": new_secret(),
         "jwt_secret": secrets.token_urlsafe(32),
         "api_secret_key": secrets.token_urlsafe(32),
+        "service_admin_token": secrets.token_urlsafe(32),
     }
-    _private_file(path, json.dumps(made, indent=2))
+
+
+def load_secrets(cfg: StackConfig) -> dict[str, str]:
+    """Credentials made on the first `up` and kept, so clients keep working across restarts.
+
+    A credential added in a later version is made on the next `up`; the existing ones are kept.
+    """
+    path = cfg.state_dir / "secrets.json"
+    kept: dict[str, str] = dict(json.loads(path.read_text())) if path.exists() else {}
+    made = _new_secrets() | kept
+    if made != kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path, json.dumps(made, indent=2))
     return made
 
 
@@ -178,6 +189,7 @@ def stack_description(cfg: StackConfig, creds: dict[str, str]) -> dict[str, Any]
             "url": service_url,
             "events_url": f"{service_url}/events",
             "signing_secret": creds["signing_secret"],
+            "admin_token": creds["service_admin_token"],
         },
         "logs": str(cfg.logs),
         "alerts_file": str(cfg.logs / "alerts.jsonl"),
@@ -221,7 +233,11 @@ def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) ->
         ),
         "service": Component(
             service_argv,
-            dict(os.environ) | {"DSBRIDGE_SERVICE_SECRETS": creds["signing_secret"]},
+            dict(os.environ)
+            | {
+                "DSBRIDGE_SERVICE_SECRETS": creds["signing_secret"],
+                "DSBRIDGE_SERVICE_ADMIN_TOKEN": creds["service_admin_token"],
+            },
             cfg.logs / "service.log",
         ),
     }
@@ -237,8 +253,11 @@ def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) ->
         service_url=desc["service"]["url"],
         alerts_file=Path(desc["alerts_file"]),
     )
+    env |= cfg.settings_env
     for name in airflow.COMPONENTS:
         found[f"airflow-{name}"] = Component(airflow.component_argv(name), env, cfg.logs / f"airflow-{name}.log")
+    # The sweep that gives every ended request its final event; it needs Airflow's database.
+    found["reconciler"] = Component([python, "-m", "dsbridge.reconciler"], env, cfg.logs / "reconciler.log")
     return found
 
 
@@ -337,10 +356,9 @@ def _start_airflow(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]
     specs = components(cfg, creds, desc)
     progress(f"  Airflow database      {desc['airflow']['database']}: migrating…")
     airflow.migrate(specs["airflow-scheduler"].env, cfg.logs / "airflow-migrate.log")
-    for name in airflow.COMPONENTS:
-        spec = specs[f"airflow-{name}"]
-        _record(cfg, f"airflow-{name}", spawn(spec.argv, env=spec.env, log_path=spec.log))
-    progress("  Airflow               starting api-server, scheduler, dag-processor, triggerer…")
+    for name in [*(f"airflow-{c}" for c in airflow.COMPONENTS), "reconciler"]:
+        _record(cfg, name, spawn(specs[name].argv, env=specs[name].env, log_path=specs[name].log))
+    progress("  Airflow               starting api-server, scheduler, dag-processor, triggerer, reconciler…")
     url = desc["airflow"]["url"]
     took = wait_until(
         lambda: not airflow.unhealthy_components(airflow.health(url)),

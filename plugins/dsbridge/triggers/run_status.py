@@ -1,23 +1,32 @@
 """Trigger that follows one Databricks run from the triggerer, holding no worker slot.
 
 Polls start sub-second and back off geometrically to a cap, so a short notebook is noticed within
-a second or two and a long one costs about a dozen API calls. If a person kills the waiting task
-(mark failed, clear), `on_kill` cancels the Databricks run.
+a second or two and a long one costs about a dozen API calls. While the Databricks API is down or
+busy (connection errors, 429, 5xx) the trigger keeps following the run for an outage horizon
+(`DSBRIDGE_DATABRICKS_HORIZON_MINUTES`), backing off; only then does it report the run unreachable.
+If a person kills the waiting task (mark failed, clear), `on_kill` cancels the Databricks run; a
+triggerer that stops or crashes does not (Airflow calls `on_kill` only for user actions), and the
+trigger re-attaches to the run when a triggerer picks it up again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dsbridge.retry import is_transient
 from dsbridge.settings import DATABRICKS_CONN_ID
 
 TERMINAL_EVENT = "terminal"
-ERROR_EVENT = "error"
+ERROR_EVENT = "error"  # Databricks refused to report the run (not worth asking again)
+UNREACHABLE_EVENT = "unreachable"  # the API stayed down past the outage horizon
+OUTAGE_FIRST_DELAY = 2.0
+OUTAGE_MAX_DELAY = 60.0
 
 
 def poll_delays(first: float, factor: float, cap: float) -> Iterator[float]:
@@ -80,6 +89,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         max_poll_seconds: float = 90.0,
         retry_limit: int = 5,
         retry_delay: float = 1.0,
+        outage_horizon_seconds: float = 1800.0,
     ) -> None:
         super().__init__()
         if not isinstance(run_id, int) or run_id <= 0:
@@ -90,6 +100,8 @@ class DatabricksRunStatusTrigger(BaseTrigger):
             raise ValueError("poll_backoff must be >= 1")
         if retry_limit < 1:
             raise ValueError("retry_limit must be >= 1")
+        if not outage_horizon_seconds > 0:
+            raise ValueError("outage_horizon_seconds must be > 0")
         self.run_id = run_id
         self.databricks_conn_id = databricks_conn_id
         self.first_poll_seconds = first_poll_seconds
@@ -97,6 +109,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         self.max_poll_seconds = max_poll_seconds
         self.retry_limit = retry_limit
         self.retry_delay = retry_delay
+        self.outage_horizon_seconds = outage_horizon_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -109,6 +122,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
                 "max_poll_seconds": self.max_poll_seconds,
                 "retry_limit": self.retry_limit,
                 "retry_delay": self.retry_delay,
+                "outage_horizon_seconds": self.outage_horizon_seconds,
             },
         )
 
@@ -125,12 +139,34 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         delays = poll_delays(self.first_poll_seconds, self.poll_backoff, self.max_poll_seconds)
         async with hook:
             polls = 0
+            down_since: float | None = None
+            outage_delays = poll_delays(OUTAGE_FIRST_DELAY, 2.0, OUTAGE_MAX_DELAY)
             while True:
                 try:
                     run = await hook.a_get_run(self.run_id)
-                except Exception as exc:  # the sensor decides whether to retry
-                    yield TriggerEvent({"status": ERROR_EVENT, "run_id": self.run_id, "message": str(exc)})
-                    return
+                except Exception as exc:
+                    if not is_transient(exc):
+                        yield TriggerEvent({"status": ERROR_EVENT, "run_id": self.run_id, "message": str(exc)})
+                        return
+                    down_since = down_since if down_since is not None else time.monotonic()
+                    down_for = time.monotonic() - down_since
+                    if down_for >= self.outage_horizon_seconds:
+                        yield TriggerEvent(
+                            {
+                                "status": UNREACHABLE_EVENT,
+                                "run_id": self.run_id,
+                                "message": str(exc),
+                                "down_seconds": round(down_for),
+                            }
+                        )
+                        return
+                    delay = min(next(outage_delays), self.outage_horizon_seconds - down_for)
+                    self.log.warning("Databricks unreachable for %.0fs (%s); retry in %.0fs", down_for, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                if down_since is not None:
+                    self.log.info("Databricks answers again after %.0fs", time.monotonic() - down_since)
+                    down_since, outage_delays = None, poll_delays(OUTAGE_FIRST_DELAY, 2.0, OUTAGE_MAX_DELAY)
                 polls += 1
                 state = RunState(**run["state"])
                 if state.is_terminal:

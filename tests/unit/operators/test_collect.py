@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from unittest import mock
 
@@ -10,6 +11,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from dsbridge.operators.collect import CollectNotebookOutputOperator
+from dsbridge.retry import Transient
 
 OUTPUT_PATH = "s3://results/runs/merchant_threshold/req-42/"
 RUN = {"run_id": 77, "run_page_url": "http://db/77", "tasks": [{"run_id": 78, "task_key": "t", "state": {}}]}
@@ -47,7 +49,7 @@ def run_collect(contract, context_factory, *, exit_value, curve=GOOD_CURVE, trun
         s3 = s3_cls.return_value
         s3.check_for_key.return_value = curve is not None
         s3.head_object.return_value = {"ContentLength": size if size is not None else len(body)}
-        s3.get_key.return_value.get.return_value = {"Body": mock.Mock(read=mock.Mock(return_value=body))}
+        s3.get_key.return_value.get.return_value = {"Body": io.BytesIO(body)}
         result = operator.execute(context)
     return result, context, db_cls.return_value, s3
 
@@ -103,17 +105,74 @@ def test_failure_is_recorded_for_the_callback(contract, context_factory):
     assert recorded["failed_task"] == "collect" and recorded["type"] == "request.failed"
 
 
+class CountingBody(io.BytesIO):
+    """A streaming body that remembers how many bytes were asked of it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.served = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.served += len(chunk)
+        return chunk
+
+
+def test_a_file_that_grew_after_head_is_refused_without_reading_it_all(contract, context_factory):
+    """HEAD said small, the object is huge: the read stops one byte past the limit, before parsing."""
+    operator = CollectNotebookOutputOperator(task_id="collect", contract=contract)
+    context = context_factory("collect", pulls=pulls())
+    huge = CountingBody(b"[" + b"1," * (3 * 1024 * 1024) + b"1]")
+    with (
+        mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
+        mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
+        pytest.raises(AirflowFailException, match="over its limit of 1048576"),
+    ):
+        db_cls.return_value.get_run_output.return_value = {"notebook_output": {"result": json.dumps(GOOD_EXIT)}}
+        s3_cls.return_value.head_object.return_value = {"ContentLength": 10}
+        s3_cls.return_value.get_key.return_value.get.return_value = {"Body": huge}
+        operator.execute(context)
+    assert huge.served == contract.output.result_max_bytes + 1
+    assert context["ti"].pushed["dsbridge_error"]["code"] == "output_invalid"
+
+
+def test_the_deployment_cap_bounds_memory_below_the_contract_limit(contract, context_factory, monkeypatch):
+    monkeypatch.setenv("DSBRIDGE_COLLECT_MAX_BYTES", "1000")
+    with pytest.raises(AirflowFailException, match="DSBRIDGE_COLLECT_MAX_BYTES") as caught:
+        run_collect(contract, context_factory, exit_value=json.dumps(GOOD_EXIT), size=5000)
+    assert "collect checks at most 1000 bytes" in str(caught.value)
+
+
 def test_unreachable_s3_is_retryable(contract, context_factory):
     operator = CollectNotebookOutputOperator(task_id="collect", contract=contract)
     context = context_factory("collect", pulls=pulls())
     with (
         mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
         mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
-        pytest.raises(RuntimeError, match="could not read the output: connection refused"),
+        pytest.raises(Transient, match="could not read the output: connection refused"),
     ):
         db_cls.return_value.get_run_output.return_value = {"notebook_output": {"result": json.dumps(GOOD_EXIT)}}
         s3_cls.return_value.check_for_key.side_effect = ConnectionError("connection refused")
         operator.execute(context)
+    assert context["ti"].pushed["dsbridge_error"]["code"] == "output_unreadable"
+
+
+def test_a_permanent_s3_error_is_not_retried_for_the_horizon(contract, context_factory):
+    """Access denied will not heal by waiting: the task fails (after its few ordinary retries)."""
+    from botocore.exceptions import ClientError
+
+    operator = CollectNotebookOutputOperator(task_id="collect", contract=contract)
+    context = context_factory("collect", pulls=pulls())
+    denied = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
+    with (
+        mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
+        mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
+        pytest.raises(Exception, match="could not read the output") as caught,
+    ):
+        db_cls.return_value.get_run_output.return_value = {"notebook_output": {"result": json.dumps(GOOD_EXIT)}}
+        s3_cls.return_value.check_for_key.side_effect = denied
+        operator.execute(context)
+    assert not isinstance(caught.value, Transient)
 
 
 def test_exit_value_only_job_stores_value_and_inlines_small_ones(contract, context_factory):

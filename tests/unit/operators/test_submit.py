@@ -1,4 +1,5 @@
-"""The exact runs/submit payload, and the failures caught before anything is submitted."""
+"""`submit`: the exact runs/submit payload, the request claim, one live run per request, and the
+failures caught before anything is submitted."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 from unittest import mock
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.databricks.exceptions import DatabricksApiError
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dsbridge.operators.submit import NotebookSubmitRunOperator, idempotency_token
+from dsbridge.retry import Transient
 
 HOOK = "airflow.providers.databricks.operators.databricks.DatabricksHook"
 PARAMS = {
@@ -18,6 +21,13 @@ PARAMS = {
     "lookback_days": 30,
     "orders_path": None,
 }
+CLAIM_KEY = "runs/merchant_threshold/req-42/_dsbridge/request.json"
+
+
+@pytest.fixture(autouse=True)
+def results_bucket(monkeypatch):
+    monkeypatch.setenv("DSBRIDGE_RESULTS_BUCKET", "results")
+    monkeypatch.setenv("DSBRIDGE_RESULTS_PREFIX", "runs")
 
 
 @pytest.fixture
@@ -25,16 +35,23 @@ def operator(contract):
     return NotebookSubmitRunOperator(task_id="submit", contract=contract)
 
 
-def test_exact_submit_payload(operator, context_factory, monkeypatch):
-    monkeypatch.setenv("DSBRIDGE_RESULTS_BUCKET", "results")
-    monkeypatch.setenv("DSBRIDGE_RESULTS_PREFIX", "runs")
-    monkeypatch.setenv("DSBRIDGE_WORKSPACE_ROOT", "/Repos/ds")
-    context = context_factory("submit", conf={"merchant_id": "m_1042", "target_chargeback_rate": 0.02}, params=PARAMS)
+def submit(operator, context, *, runs=(), submit_returns=77):
+    """Run `execute` against a mocked Databricks hook whose runs/list answers `runs`."""
     with mock.patch(HOOK) as hook_cls:
         hook = hook_cls.return_value
-        hook.submit_run.return_value = 77
-        hook.get_run_page_url.return_value = "http://db/run/77"
-        operator.execute(context)
+        hook.submit_run.return_value = submit_returns
+        hook._do_api_call.return_value = {"runs": list(runs), "has_more": False}
+        try:
+            operator.execute(context)
+        finally:
+            operator.__dict__.pop("_hook", None)
+    return hook
+
+
+def test_exact_submit_payload(operator, context_factory, fake_s3, monkeypatch):
+    monkeypatch.setenv("DSBRIDGE_WORKSPACE_ROOT", "/Repos/ds")
+    context = context_factory("submit", conf={"merchant_id": "m_1042", "target_chargeback_rate": 0.02}, params=PARAMS)
+    hook = submit(operator, context)
 
     hook.submit_run.assert_called_once()
     payload = hook.submit_run.call_args.args[0]
@@ -79,11 +96,14 @@ def test_exact_submit_payload(operator, context_factory, monkeypatch):
     ti = context["ti"]
     assert ti.pushed["run_id"] == 77
     assert ti.pushed["request"] == {"request_id": "req-42", "output_path": output_path, "attempt": 0}
-    # The provider's durable mode remembers the run for a restarted worker.
-    assert context["task_state_store"].values == {"databricks_run_id": 77}
+    # The run is remembered per attempt, for a retry of this attempt and for later attempts.
+    assert context["task_state_store"].values == {"databricks_run:0": 77}
+    claim = json.loads(fake_s3.objects["results", CLAIM_KEY])
+    assert claim["airflow"] == {"dag_id": "merchant_threshold", "dag_run_id": "req-42"}
+    assert claim["request_id"] == "req-42"
 
 
-def test_token_is_stable_per_request_and_changes_per_clear():
+def test_token_is_stable_per_request_and_changes_per_attempt():
     token = idempotency_token("job", "req-1")
     assert token == idempotency_token("job", "req-1")
     assert token != idempotency_token("job", "req-2")
@@ -92,27 +112,101 @@ def test_token_is_stable_per_request_and_changes_per_clear():
     assert len(token) <= 64
 
 
-def test_retry_after_worker_death_reconnects_instead_of_resubmitting(operator, context_factory):
+def test_retry_of_the_same_attempt_reconnects_instead_of_resubmitting(operator, context_factory, fake_s3):
     context = context_factory("submit", conf={"merchant_id": "m_1"}, params=PARAMS)
-    context["task_state_store"].set("databricks_run_id", 77)
-    with mock.patch(HOOK) as hook_cls:
-        hook = hook_cls.return_value
-        hook.get_run.return_value = {"state": {"life_cycle_state": "RUNNING"}}
-        operator.execute(context)
+    context["task_state_store"].set("databricks_run:0", 77)
+    hook = submit(operator, context)
     hook.submit_run.assert_not_called()
+    assert context["ti"].pushed["run_id"] == 77
 
 
-def test_unsafe_run_id_becomes_a_safe_unique_request_id(operator, context_factory):
-    context = context_factory("submit", run_id="manual__2026-11-29T10:00:00+00:00", params=PARAMS)
-    with mock.patch(HOOK) as hook_cls:
-        hook_cls.return_value.submit_run.return_value = 5
+def conf_of(request_id: str, merchant: str) -> dict:
+    return {"merchant_id": merchant, "request_id": request_id}
+
+
+def test_same_request_id_and_parameters_from_another_run_is_the_same_request(contract, context_factory, fake_s3):
+    first = context_factory(
+        "submit", run_id="run-a", conf=conf_of("req-x", "m1"), params=PARAMS | conf_of("req-x", "m1")
+    )
+    submit(NotebookSubmitRunOperator(task_id="submit", contract=contract), first)
+
+    second = context_factory(
+        "submit", run_id="run-b", conf=conf_of("req-x", "m1"), params=PARAMS | conf_of("req-x", "m1")
+    )
+    with pytest.raises(AirflowSkipException, match="already served by DAG run 'run-a'"):
+        submit(NotebookSubmitRunOperator(task_id="submit", contract=contract), second)
+    assert second["task_state_store"].values == {"duplicate:0": "run-a"}
+    assert "run_id" not in second["ti"].pushed
+
+
+def test_same_request_id_with_other_parameters_is_refused_and_touches_nothing(contract, context_factory, fake_s3):
+    first = context_factory(
+        "submit", run_id="run-a", conf=conf_of("req-x", "m1"), params=PARAMS | conf_of("req-x", "m1")
+    )
+    submit(NotebookSubmitRunOperator(task_id="submit", contract=contract), first)
+    before = dict(fake_s3.objects)
+
+    second = context_factory(
+        "submit", run_id="run-b", conf=conf_of("req-x", "m2"), params=PARAMS | conf_of("req-x", "m2")
+    )
+    with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowFailException, match="already used by DAG run 'run-a'"):
+        NotebookSubmitRunOperator(task_id="submit", contract=contract).execute(second)
+    hook_cls.return_value.submit_run.assert_not_called()
+    assert fake_s3.objects == before  # the first request's claim and output are untouched
+    error = second["ti"].pushed["dsbridge_error"]
+    assert error["code"] == "request_id_conflict" and error["failed_task"] == "submit"
+    assert "request" not in second["ti"].pushed
+
+
+def test_a_clear_adopts_the_live_run_of_an_earlier_attempt(operator, context_factory, fake_s3):
+    """The lost-answer case: attempt 0's run exists but was never recorded; attempt 1 finds it by name."""
+    context = context_factory("submit", conf={"merchant_id": "m_1"}, params=PARAMS, clear_number=1)
+    live = {"run_id": 501, "run_name": "dsbridge merchant_threshold req-42", "state": {"life_cycle_state": "RUNNING"}}
+    other = {"run_id": 502, "run_name": "dsbridge merchant_threshold req-43", "state": {"life_cycle_state": "RUNNING"}}
+    hook = submit(operator, context, runs=[live, other])
+    hook.submit_run.assert_not_called()
+    hook.cancel_run.assert_not_called()
+    assert context["ti"].pushed["run_id"] == 501
+    assert context["task_state_store"].values == {"databricks_run:1": 501}
+    path, params = hook._do_api_call.call_args.args
+    assert path == ("GET", "2.2/jobs/runs/list")
+    assert params["active_only"] == "true" and params["run_type"] == "SUBMIT_RUN"
+
+
+def test_a_clear_starts_a_new_run_once_earlier_ones_ended(operator, context_factory, fake_s3):
+    context = context_factory("submit", conf={"merchant_id": "m_1"}, params=PARAMS, clear_number=2)
+    ending = {
+        "run_id": 501,
+        "run_name": "dsbridge merchant_threshold req-42",
+        "state": {"life_cycle_state": "TERMINATING"},
+    }
+    with mock.patch(HOOK) as hook_cls, mock.patch("dsbridge.operators.submit.time.sleep") as sleep:
+        hook = hook_cls.return_value
+        hook._do_api_call.return_value = {"runs": [ending], "has_more": False}
+        hook.get_run.return_value = {**ending, "state": {"life_cycle_state": "TERMINATED", "result_state": "CANCELED"}}
+        hook.submit_run.return_value = 600
         operator.execute(context)
+    sleep.assert_called()
+    assert hook.submit_run.call_args.args[0]["idempotency_token"] == idempotency_token(
+        "merchant_threshold", "req-42", 2
+    )
+    assert context["ti"].pushed["run_id"] == 600
+
+
+def test_the_first_attempt_does_not_list_runs(operator, context_factory, fake_s3):
+    hook = submit(operator, context_factory("submit", conf={"merchant_id": "m_1"}, params=PARAMS))
+    hook._do_api_call.assert_not_called()
+
+
+def test_unsafe_run_id_becomes_a_safe_unique_request_id(operator, context_factory, fake_s3):
+    context = context_factory("submit", run_id="manual__2026-11-29T10:00:00+00:00", params=PARAMS)
+    submit(operator, context, submit_returns=5)
     request_id = context["ti"].pushed["request"]["request_id"]
     assert request_id.startswith("manual__2026-11-29T10_00_00_00_00-")
     assert "/" not in request_id and ":" not in request_id
 
 
-def test_unknown_conf_fields_fail_before_submit(operator, context_factory):
+def test_unknown_conf_fields_fail_before_submit_but_after_the_claim(operator, context_factory, fake_s3):
     context = context_factory("submit", conf={"merchant_id": "m", "evil": "{{ 7*7 }}"}, params=PARAMS)
     with (
         mock.patch(HOOK) as hook_cls,
@@ -120,10 +214,12 @@ def test_unknown_conf_fields_fail_before_submit(operator, context_factory):
     ):
         operator.execute(context)
     hook_cls.return_value.submit_run.assert_not_called()
-    assert context["ti"].pushed["dsbridge_error"]["failed_task"] == "submit"
+    error = context["ti"].pushed["dsbridge_error"]
+    assert error["failed_task"] == "submit" and error["code"] == "invalid_request"
+    assert fake_s3.keys() == [CLAIM_KEY]  # the request id is taken: a fixed retry needs a new id
 
 
-def test_oversized_parameters_fail_before_submit(operator, context_factory):
+def test_oversized_parameters_fail_before_submit(operator, context_factory, fake_s3):
     params = dict(PARAMS, merchant_id="m", orders_path="s3://b/" + "x" * 1_100_000)
     context = context_factory("submit", params=params)
     with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowFailException, match="at most 1 MB"):
@@ -131,9 +227,28 @@ def test_oversized_parameters_fail_before_submit(operator, context_factory):
     hook_cls.return_value.submit_run.assert_not_called()
 
 
-def test_submit_error_is_recorded_and_retryable(operator, context_factory):
+def test_an_unreachable_databricks_is_transient(operator, context_factory, fake_s3):
     context = context_factory("submit", params=PARAMS)
-    with mock.patch(HOOK) as hook_cls, pytest.raises(RuntimeError, match="could not submit"):
+    with mock.patch(HOOK) as hook_cls, pytest.raises(Transient, match="could not submit"):
         hook_cls.return_value.submit_run.side_effect = ConnectionError("refused")
         operator.execute(context)
-    assert "refused" in context["ti"].pushed["dsbridge_error"]["message"]
+    error = context["ti"].pushed["dsbridge_error"]
+    assert "refused" in error["message"] and error["code"] == "submit_failed"
+
+
+def test_a_refused_payload_is_not_transient(operator, context_factory, fake_s3):
+    context = context_factory("submit", params=PARAMS)
+    with mock.patch(HOOK) as hook_cls, pytest.raises(Exception, match="could not submit") as caught:
+        hook_cls.return_value.submit_run.side_effect = DatabricksApiError(
+            "INVALID_PARAMETER_VALUE", http_status_code=400
+        )
+        operator.execute(context)
+    assert not isinstance(caught.value, Transient)
+
+
+def test_an_unreachable_s3_at_the_claim_is_transient_and_submits_nothing(operator, context_factory, fake_s3):
+    fake_s3.down = True
+    context = context_factory("submit", params=PARAMS)
+    with mock.patch(HOOK) as hook_cls, pytest.raises(Transient, match="could not record the request"):
+        operator.execute(context)
+    hook_cls.return_value.submit_run.assert_not_called()

@@ -65,7 +65,7 @@ def test_failed_surfaces_the_notebook_error(sensor, context_factory):
     with pytest.raises(AirflowFailException, match="ValueError: no orders"):
         sensor.execute_complete(context, event)
     recorded = context["ti"].pushed["dsbridge_error"]
-    assert recorded["type"] == "request.failed"
+    assert recorded["type"] == "request.failed" and recorded["code"] == "notebook_failed"
     assert recorded["message"] == "ValueError: no orders"
     assert recorded["trace"] == "Traceback\n  ..."
     assert recorded["databricks_state"]["result_state"] == "FAILED"
@@ -76,6 +76,7 @@ def test_canceled_cancels_the_request(sensor, context_factory):
     with pytest.raises(AirflowFailException):
         sensor.execute_complete(context, terminal_event("CANCELED", "Run cancelled by user"))
     assert context["ti"].pushed["dsbridge_error"]["type"] == "request.cancelled"
+    assert context["ti"].pushed["dsbridge_error"]["code"] == "run_cancelled"
 
 
 def test_timedout_is_a_failure_that_says_timeout(sensor, context_factory):
@@ -83,12 +84,37 @@ def test_timedout_is_a_failure_that_says_timeout(sensor, context_factory):
     with pytest.raises(AirflowFailException, match="exceeded its timeout"):
         sensor.execute_complete(context, terminal_event("TIMEDOUT", "Run timed out"))
     assert context["ti"].pushed["dsbridge_error"]["type"] == "request.failed"
+    assert context["ti"].pushed["dsbridge_error"]["code"] == "notebook_timed_out"
 
 
-def test_unreachable_databricks_is_retryable(sensor, context_factory):
+def test_an_outage_past_the_horizon_cancels_the_run_before_failing(sensor, context_factory):
     context = context_factory("wait")
-    with pytest.raises(RuntimeError, match="could not read the Databricks run state"):
-        sensor.execute_complete(context, {"status": "error", "run_id": 77, "message": "503"})
+    event = {"status": "unreachable", "run_id": 77, "message": "503", "down_seconds": 1800}
+    with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowFailException, match="unreachable for 1800 s"):
+        sensor.execute_complete(context, event)
+    hook_cls.return_value.cancel_run.assert_called_once_with(77)
+    recorded = context["ti"].pushed["dsbridge_error"]
+    assert recorded["code"] == "databricks_unreachable"
+    assert recorded["message"].endswith("the run was cancelled")
+
+
+def test_a_cancel_that_fails_too_is_said_in_the_event(sensor, context_factory):
+    context = context_factory("wait")
+    event = {"status": "unreachable", "run_id": 77, "message": "refused", "down_seconds": 1800}
+    with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowFailException):
+        hook_cls.return_value.cancel_run.side_effect = ConnectionError("still down")
+        sensor.execute_complete(context, event)
+    assert (
+        "could not be cancelled (still down); cancel it in Databricks"
+        in context["ti"].pushed["dsbridge_error"]["message"]
+    )
+
+
+def test_the_trigger_gets_the_outage_horizon_from_the_settings(sensor, context_factory, monkeypatch):
+    monkeypatch.setenv("DSBRIDGE_DATABRICKS_HORIZON_MINUTES", "3")
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context_factory("wait"))
+    assert deferred.value.trigger.outage_horizon_seconds == 180
 
 
 def test_trigger_timeout_cancels_the_run_and_says_why(sensor, context_factory):

@@ -54,6 +54,7 @@ def test_serialize_round_trip():
         {"run_id": "77"},
         {"run_id": 1, "first_poll_seconds": 0},
         {"run_id": 1, "poll_backoff": 0.5},
+        {"run_id": 1, "outage_horizon_seconds": 0},
     ],
 )
 def test_rejects_bad_arguments(kwargs):
@@ -100,11 +101,81 @@ def test_failed_run_carries_error_and_trace():
     assert event.payload["error_trace"] == "tb"
 
 
-def test_api_error_becomes_an_error_event():
-    with mock.patch(HOOK) as hook_cls:
-        fake_hook(hook_cls, [RuntimeError("503 Service Unavailable")])
-        (event,) = asyncio.run(collect(DatabricksRunStatusTrigger(run_id=77)))
-    assert event.payload == {"status": "error", "run_id": 77, "message": "503 Service Unavailable"}
+class Clock:
+    """A monotonic clock that only `asyncio.sleep` moves, so outage horizons are exact."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def run_with_clock(trigger: DatabricksRunStatusTrigger, answers: list) -> tuple[list, Clock, mock.MagicMock]:
+    clock = Clock()
+    with (
+        mock.patch(HOOK) as hook_cls,
+        mock.patch("asyncio.sleep", new=clock.sleep),
+        mock.patch("dsbridge.triggers.run_status.time.monotonic", new=clock.monotonic),
+    ):
+        hook = fake_hook(hook_cls, answers)
+        events = asyncio.run(collect(trigger))
+    return events, clock, hook
+
+
+def transient_error() -> Exception:
+    return ConnectionError("connection refused")
+
+
+def test_an_outage_shorter_than_the_horizon_is_ridden_out():
+    """Three minutes of refused connections mid-run, then the run ends: one terminal event."""
+    outage = [transient_error()] * 8
+    answers = [run_answer("RUNNING"), *outage, run_answer("RUNNING"), run_answer("TERMINATED", "SUCCESS")]
+    events, clock, _ = run_with_clock(DatabricksRunStatusTrigger(run_id=77, outage_horizon_seconds=1800), answers)
+    assert [e.payload["status"] for e in events] == ["terminal"]
+    assert events[0].payload["polls"] == 3
+    # Backing off while down: 2, 4, 8 … seconds, capped at a minute.
+    assert clock.slept[1:9] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+def test_an_outage_past_the_horizon_reports_the_run_unreachable():
+    answers = [run_answer("RUNNING"), *[transient_error()] * 100]
+    events, clock, hook = run_with_clock(DatabricksRunStatusTrigger(run_id=77, outage_horizon_seconds=300), answers)
+    (event,) = events
+    assert event.payload["status"] == "unreachable" and event.payload["down_seconds"] == 300
+    assert clock.now - 1000.0 == pytest.approx(0.5 + 300)  # the last ask is exactly at the horizon
+    assert hook.a_get_run.await_count < 20
+
+
+def test_a_refusal_is_reported_at_once():
+    """A 4xx (here: the run does not exist) will not get better by asking again."""
+    from airflow.providers.databricks.exceptions import DatabricksApiError
+
+    refused = DatabricksApiError("RESOURCE_DOES_NOT_EXIST", http_status_code=404)
+    events, clock, _ = run_with_clock(DatabricksRunStatusTrigger(run_id=77), [refused])
+    assert events[0].payload == {"status": "error", "run_id": 77, "message": "RESOURCE_DOES_NOT_EXIST"}
+    assert clock.slept == []
+
+
+def test_the_hook_giving_up_on_5xx_counts_as_an_outage():
+    """The provider wraps exhausted retries of 429/5xx in AirflowException(…) from tenacity's RetryError."""
+    from airflow.sdk.exceptions import AirflowException
+    from tenacity import RetryError
+
+    def gave_up() -> Exception:
+        try:
+            raise AirflowException("API requests to Databricks failed 5 times. Giving up.") from RetryError(None)
+        except AirflowException as exc:
+            return exc
+
+    answers = [gave_up(), gave_up(), run_answer("TERMINATED", "SUCCESS")]
+    events, _, _ = run_with_clock(DatabricksRunStatusTrigger(run_id=77), answers)
+    assert events[0].payload["status"] == "terminal"
 
 
 def test_on_kill_cancels_the_run():
