@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +63,7 @@ def airflow_env(
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": base_url,
         "AIRFLOW__API__SECRET_KEY": secrets["api_secret_key"],
+        "AIRFLOW__CORE__FERNET_KEY": secrets["fernet_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
         "AIRFLOW__API__EXPOSE_CONFIG": "False",
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
@@ -121,20 +124,31 @@ def write_passwords(home: Path, admin_password: str, service_password: str) -> N
     path.chmod(0o600)
 
 
-def migrate(env: dict[str, str], log_path: Path, timeout: float = 300.0) -> None:
-    """Create or upgrade Airflow's database; the log keeps the output."""
+def migrate(
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float = 300.0,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> None:
+    """Create or upgrade Airflow's database; the log keeps the output. Stops early if `interrupted`."""
     with open(log_path, "ab") as log:
-        result = subprocess.run(
+        proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
         )
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed (exit {result.returncode}); see {log_path}")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if interrupted() or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=10)
+            why = "was interrupted" if interrupted() else f"took longer than {timeout:.0f}s"
+            raise RuntimeError(f"airflow db migrate {why}; see {log_path}")
+        time.sleep(0.2)
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed (exit {proc.returncode}); see {log_path}")
 
 
 def component_argv(component: str) -> list[str]:

@@ -1,18 +1,21 @@
-"""The local stack: S3, the Databricks emulator, the optimization service and Airflow, on loopback.
+"""The local stack: S3, PostgreSQL, the Databricks emulator, the optimization service and Airflow.
 
-`up` starts what is missing, waits until everything is healthy, and writes `stack.json` (every URL,
-port and credential a client needs, see docs/stack.md); `down` stops exactly the processes `up`
-recorded; `status` reports each of them.
+`up` starts the stack's supervisor (`dsbridge.stack.supervisor`), which starts every component in
+order and keeps them running; `up` follows its start-up, then writes `stack.json` (every URL, port
+and credential a client needs, see docs/stack.md). `down` stops the supervisor, then exactly the
+processes it recorded; `status` reports each of them and names the unhealthy ones.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +24,19 @@ import httpx
 
 from dsbridge.callback.signing import new_secret
 from dsbridge.ports import port_free
-from dsbridge.stack import airflow, s3
+from dsbridge.stack import airflow, control, postgres, s3
+from dsbridge.stack.postgres import EmbeddedPostgres
 from dsbridge.stack.processes import alive, spawn, stop_group
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_BASE_PORT = 28080
+# base..base+12, and S3's admin gRPC port at base+11+10000 (see StackConfig.s3_ports).
+PORT_SPAN = 13
+HIGHEST_BASE_PORT = 65535 - 11 - s3.GRPC_PORT_OFFSET
 RESULTS_BUCKET = "dsbridge-results"
 HEALTH_TIMEOUT = 180.0
+# How long `up` follows the supervisor's start-up (each of its steps is bounded on its own).
+STARTUP_TIMEOUT = 600.0
 
 Progress = Callable[[str], None]
 
@@ -36,9 +45,23 @@ class StackError(RuntimeError):
     """The stack cannot be brought up (or down); the message says why and what to do."""
 
 
+def check_database_url(url: str | None) -> None:
+    """SQLite cannot serve the stack: refuse it, naming what to do instead."""
+    if url is not None and url.split(":", 1)[0].split("+", 1)[0].strip().lower() == "sqlite":
+        raise StackError(
+            f"--database-url {url!r} is SQLite, which the stack no longer uses: under concurrent requests "
+            "Airflow's scheduler, triggerer and dag-processor die with 'database is locked'. Leave out "
+            "--database-url (and DSBRIDGE_DATABASE_URL) to use the embedded PostgreSQL, or give --database-url "
+            "a PostgreSQL URL, e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/dsbridge"
+        )
+
+
 @dataclass(frozen=True)
 class StackConfig:
-    """Where the stack keeps its state and which ports and database it uses."""
+    """Where the stack keeps its state and which ports and database it uses.
+
+    `database_url=None` means the embedded PostgreSQL under the state dir.
+    """
 
     state_dir: Path = field(default_factory=lambda: REPO / ".dsbridge")
     base_port: int = DEFAULT_BASE_PORT
@@ -48,22 +71,37 @@ class StackConfig:
     # Extra DSBRIDGE_* settings for Airflow's processes (e.g. shorter horizons in tests).
     settings_env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_database_url(self.database_url)
+
     @property
     def stack_file(self) -> Path:
         return self.state_dir / "stack.json"
 
     @property
     def pids_file(self) -> Path:
-        return self.state_dir / "pids.json"
+        return self.state_dir / control.PIDS
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "config.json"
 
     @property
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
     @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def postgres(self) -> EmbeddedPostgres:
+        return EmbeddedPostgres(self.state_dir / "postgres", self.ports["postgres"])
+
+    @property
     def ports(self) -> dict[str, int]:
         b = self.base_port
-        return {"airflow": b, "emulator": b + 1, "service": b + 2}
+        return {"airflow": b, "emulator": b + 1, "service": b + 2, "postgres": b + 12}
 
     @property
     def s3_ports(self) -> s3.Ports:
@@ -102,6 +140,9 @@ def _new_secrets() -> dict[str, str]:
         "signing_secret": new_secret(),
         "jwt_secret": secrets.token_urlsafe(32),
         "api_secret_key": secrets.token_urlsafe(32),
+        # One key for every Airflow process: the scheduler encrypts the trigger kwargs of tasks that
+        # start in the triggerer, and the triggerer must decrypt them.
+        "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "service_admin_token": secrets.token_urlsafe(32),
     }
 
@@ -120,10 +161,40 @@ def load_secrets(cfg: StackConfig) -> dict[str, str]:
     return made
 
 
+def save_config(cfg: StackConfig) -> None:
+    """What the supervisor (another process) needs to rebuild `cfg`; mode 600 (the URL may hold a password)."""
+    control.write_private_json(
+        cfg.config_file,
+        {
+            "state_dir": str(cfg.state_dir),
+            "base_port": cfg.base_port,
+            "database_url": cfg.database_url,
+            "repo": str(cfg.repo),
+            "notebooks": str(cfg.notebooks),
+            "settings_env": cfg.settings_env,
+        },
+    )
+
+
+def load_config(state_dir: Path) -> StackConfig:
+    saved = json.loads((state_dir / "config.json").read_text())
+    return StackConfig(
+        state_dir=Path(saved["state_dir"]),
+        base_port=int(saved["base_port"]),
+        database_url=saved["database_url"],
+        repo=Path(saved["repo"]),
+        notebooks=Path(saved["notebooks"]),
+        settings_env=dict(saved["settings_env"]),
+    )
+
+
 def recorded_pids(cfg: StackConfig) -> dict[str, int]:
-    if not cfg.pids_file.exists():
-        return {}
-    return {name: int(pid) for name, pid in json.loads(cfg.pids_file.read_text()).items()}
+    """The current pid of each component, as the supervisor records them."""
+    return control.read_pids(cfg.state_dir)
+
+
+def supervisor_pid(cfg: StackConfig) -> int | None:
+    return control.read_supervisor(cfg.state_dir)
 
 
 def running(cfg: StackConfig) -> dict[str, int]:
@@ -136,7 +207,7 @@ def check_ports_free(cfg: StackConfig) -> None:
         listing = ", ".join(f"{port} ({name})" for name, port in taken.items())
         raise StackError(
             f"port(s) already in use on 127.0.0.1: {listing}. Stop what uses them, or choose other "
-            f"ports with --base-port (this stack uses {cfg.base_port}..{cfg.base_port + 11})."
+            f"ports with --base-port (this stack uses {cfg.base_port}..{cfg.base_port + PORT_SPAN - 1})."
         )
 
 
@@ -161,7 +232,7 @@ def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
 
 
 def database_url(cfg: StackConfig) -> str:
-    return cfg.database_url or f"sqlite:///{cfg.state_dir / 'airflow' / 'airflow.db'}"
+    return cfg.database_url or cfg.postgres.url
 
 
 def stack_description(cfg: StackConfig, creds: dict[str, str]) -> dict[str, Any]:
@@ -174,7 +245,7 @@ def stack_description(cfg: StackConfig, creds: dict[str, str]) -> dict[str, Any]
             "url": f"http://{host}:{cfg.ports['airflow']}",
             "username": airflow.SERVICE_USER,
             "password": creds["service_password"],
-            "database": "postgresql" if cfg.database_url else "sqlite",
+            "database": "embedded-postgresql" if cfg.embedded_database else "postgresql",
         },
         "airflow_admin": {"username": airflow.ADMIN_USER, "password": creds["admin_password"]},
         "emulator": {"url": f"http://{host}:{cfg.ports['emulator']}", "token": creds["databricks_token"]},
@@ -193,6 +264,20 @@ def stack_description(cfg: StackConfig, creds: dict[str, str]) -> dict[str, Any]
         },
         "logs": str(cfg.logs),
         "alerts_file": str(cfg.logs / "alerts.jsonl"),
+        "status_file": str(cfg.state_dir / control.STATUS),
+    } | _postgres_description(cfg)
+
+
+def _postgres_description(cfg: StackConfig) -> dict[str, Any]:
+    if not cfg.embedded_database:
+        return {}
+    pg = cfg.postgres
+    return {
+        "postgres": {
+            "url": f"postgresql://{postgres.SUPERUSER}@127.0.0.1:{pg.port}/{postgres.DATABASE}",
+            "sqlalchemy_url": pg.url,
+            "data_dir": str(pg.data),
+        }
     }
 
 
@@ -204,7 +289,7 @@ def read_stack(cfg: StackConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Component:
-    """How to start one process of the stack (S3 is started by `dsbridge.stack.s3`)."""
+    """How to start one process of the stack (S3 and PostgreSQL are started by their own modules)."""
 
     argv: list[str]
     env: dict[str, str]
@@ -212,7 +297,8 @@ class Component:
 
 
 def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) -> dict[str, Component]:
-    """Every process but S3, by name, in start order; the same for `up` and for `restart`."""
+    """Every process but S3 and PostgreSQL, by name, in start order; the supervisor starts each
+    the same way on every (re)start."""
     python = sys.executable
     s3_env = {
         "AWS_ENDPOINT_URL_S3": desc["s3"]["endpoint_url"],
@@ -261,63 +347,102 @@ def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) ->
     return found
 
 
-def _record(cfg: StackConfig, name: str, pid: int) -> None:
-    pids = recorded_pids(cfg)
-    pids[name] = pid
-    _private_file(cfg.pids_file, json.dumps(pids))
+def _poll(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
 
 
-def _start_s3(cfg: StackConfig, creds: dict[str, str]) -> int:
-    proc = s3.start(
-        cfg.state_dir / "s3",
-        access_key=creds["s3_access_key"],
-        secret_key=creds["s3_secret_key"],
-        log_path=cfg.logs / "s3.log",
-        ports=cfg.s3_ports,
-    )
-    _record(cfg, "s3", proc.pid)
-    return proc.pid
+def supervisor_running(cfg: StackConfig) -> bool:
+    pid = supervisor_pid(cfg)
+    return pid is not None and alive(pid)
 
 
-def start_component(cfg: StackConfig, name: str) -> int:
-    """Start one recorded component of a stack that is up (after `stop_component`)."""
-    creds, desc = load_secrets(cfg), read_stack(cfg)
-    if name == "s3":
-        return _start_s3(cfg, creds)
-    spec = components(cfg, creds, desc)[name]
-    pid = spawn(spec.argv, env=spec.env, log_path=spec.log)
-    _record(cfg, name, pid)
-    return pid
+def _component_status(cfg: StackConfig, name: str) -> dict[str, Any]:
+    return dict(((control.read_status(cfg.state_dir) or {}).get("components") or {}).get(name) or {})
 
 
 def stop_component(cfg: StackConfig, name: str, *, hard: bool = False) -> None:
-    """Stop one component: politely, or with SIGKILL at once (`hard`), as a crash would."""
-    pid = recorded_pids(cfg).get(name)
+    """Stop one component and keep it stopped: politely, or with SIGKILL at once (`hard`), as a
+    crash would. It is held (the supervisor does not restart it) until `start_component`."""
+    pids = recorded_pids(cfg)
+    pid = pids.get(name)
     if pid is None:
-        raise StackError(f"no component {name!r}; the stack has {sorted(recorded_pids(cfg))}")
-    if name == "s3" and not hard:
+        raise StackError(f"no component {name!r}; the stack has {sorted(pids)}")
+    control.hold(cfg.state_dir, name)
+    _stop_one(cfg, name, pid, hard=hard)
+    if supervisor_running(cfg):
+        # The supervisor marks it stopped once it saw it go (then a start request cannot race the exit).
+        _poll(lambda: _component_status(cfg, name).get("state") in ("stopped", "failed"), 20.0)
+
+
+def start_component(cfg: StackConfig, name: str) -> int:
+    """Start a component again (after `stop_component`, or one that failed): the supervisor starts
+    it and releases the hold. Returns its new pid."""
+    if not supervisor_running(cfg):
+        raise StackError(
+            f"the stack's supervisor is not running, so nothing can start {name}; "
+            "run `dsbridge down`, then `dsbridge up`"
+        )
+    if not _component_status(cfg, name):
+        known = sorted((control.read_status(cfg.state_dir) or {}).get("components") or {})
+        raise StackError(f"no component {name!r}; the stack has {known}")
+    control.request_start(cfg.state_dir, name)
+
+    def started() -> bool:
+        info = _component_status(cfg, name)
+        return (
+            not control.start_requested(cfg.state_dir, name)
+            and info.get("state") == "running"
+            and info.get("pid") is not None
+            and alive(int(info["pid"]))
+        )
+
+    if not _poll(started, 60.0):
+        raise StackError(f"the supervisor did not start {name} within 60s; see {cfg.logs / 'supervisor.log'}")
+    return int(_component_status(cfg, name)["pid"])
+
+
+def _stop_one(cfg: StackConfig, name: str, pid: int, *, hard: bool = False) -> None:
+    if hard:
+        stop_group(pid, grace=0.0)
+    elif name == "s3":
         s3.stop(pid, ports=cfg.s3_ports)
+    elif name == "postgres":
+        postgres.stop(pid)
     else:
-        stop_group(pid, grace=0.0 if hard else 20.0)
+        stop_group(pid, grace=20.0)
 
 
 def up(cfg: StackConfig, progress: Progress = print) -> dict[str, Any]:
     """Start the stack (or say it is already up) and return the content of stack.json."""
-    already = running(cfg)
-    if already and cfg.stack_file.exists():
+    already, supervised = running(cfg), supervisor_running(cfg)
+    if already and supervised and cfg.stack_file.exists():
         progress(f"stack is already up ({', '.join(sorted(already))}); `dsbridge down` stops it")
         return read_stack(cfg)
-    if already:
-        raise StackError(f"a partial stack is running ({sorted(already)}); run `dsbridge down` first")
+    if already and cfg.stack_file.exists():
+        raise StackError(
+            "the stack runs without its supervisor, so nothing restarts a component that dies; "
+            "run `dsbridge down`, then `dsbridge up`"
+        )
+    if already or supervised:
+        parts = sorted(already) + (["supervisor"] if supervised else [])
+        raise StackError(f"a partial stack is running ({parts}); run `dsbridge down` first")
     check_ports_free(cfg)
     cfg.logs.mkdir(parents=True, exist_ok=True)
-    cfg.pids_file.unlink(missing_ok=True)
+    for stale in (cfg.pids_file, cfg.state_dir / control.STATUS, cfg.state_dir / control.SUPERVISOR_PID):
+        stale.unlink(missing_ok=True)
+    control.clear(cfg.state_dir)
     creds = load_secrets(cfg)
     desc = stack_description(cfg, creds)
+    save_config(cfg)
     began = time.monotonic()
     try:
-        _start_services(cfg, creds, desc, progress)
-        _start_airflow(cfg, creds, desc, progress)
+        supervisor = _start_supervisor(cfg)
+        _follow_startup(cfg, supervisor, progress)
     except BaseException:
         progress("start-up failed; stopping what was started")
         down(cfg, progress=lambda _msg: None)
@@ -327,71 +452,75 @@ def up(cfg: StackConfig, progress: Progress = print) -> dict[str, Any]:
     return desc
 
 
-def _start_services(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any], progress: Progress) -> None:
-    _start_s3(cfg, creds)
-    specs = components(cfg, creds, desc)
-    for name in ("emulator", "service"):
-        _record(cfg, name, spawn(specs[name].argv, env=specs[name].env, log_path=specs[name].log))
-    took = s3.wait_healthy(desc["s3"]["endpoint_url"], 60, log_path=cfg.logs / "s3.log")
-    s3.ensure_bucket(desc["s3"]["endpoint_url"], creds["s3_access_key"], creds["s3_secret_key"], RESULTS_BUCKET)
-    progress(f"  S3 (SeaweedFS)        {desc['s3']['endpoint_url']}  ready in {took:.1f}s")
-    auth = {"Authorization": f"Bearer {creds['databricks_token']}"}
-    took = wait_until(
-        lambda: http_ok(f"{desc['emulator']['url']}/api/2.2/jobs/runs/list", auth),
-        "the Databricks emulator",
-        60,
-        cfg.logs / "emulator.log",
+def _start_supervisor(cfg: StackConfig) -> int:
+    plugins = str(cfg.repo / "plugins")
+    path = os.pathsep.join(p for p in (plugins, os.environ.get("PYTHONPATH")) if p)
+    pid = spawn(
+        [sys.executable, "-m", "dsbridge.stack.supervisor", "--state-dir", str(cfg.state_dir)],
+        env=dict(os.environ) | {"PYTHONPATH": path},
+        log_path=cfg.logs / "supervisor.log",
+        cwd=cfg.state_dir,
     )
-    progress(f"  Databricks emulator   {desc['emulator']['url']}  ready in {took:.1f}s")
-    took = wait_until(
-        lambda: http_ok(f"{desc['service']['url']}/health"), "the optimization service", 60, cfg.logs / "service.log"
-    )
-    progress(f"  optimization service  {desc['service']['url']}  ready in {took:.1f}s")
+    control.record_supervisor(cfg.state_dir, pid)
+    return pid
 
 
-def _start_airflow(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any], progress: Progress) -> None:
-    home = cfg.state_dir / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    airflow.write_passwords(home, creds["admin_password"], creds["service_password"])
-    specs = components(cfg, creds, desc)
-    progress(f"  Airflow database      {desc['airflow']['database']}: migrating…")
-    airflow.migrate(specs["airflow-scheduler"].env, cfg.logs / "airflow-migrate.log")
-    for name in [*(f"airflow-{c}" for c in airflow.COMPONENTS), "reconciler"]:
-        _record(cfg, name, spawn(specs[name].argv, env=specs[name].env, log_path=specs[name].log))
-    progress("  Airflow               starting api-server, scheduler, dag-processor, triggerer, reconciler…")
-    url = desc["airflow"]["url"]
-    took = wait_until(
-        lambda: not airflow.unhealthy_components(airflow.health(url)),
-        "Airflow",
-        HEALTH_TIMEOUT,
-        cfg.logs / "airflow-api-server.log",
-    )
-    progress(f"  Airflow               {url}  ready in {took:.1f}s")
+def _follow_startup(cfg: StackConfig, supervisor: int, progress: Progress) -> None:
+    """Print the supervisor's start-up steps as they come; return once it says the stack is up."""
+    shown = 0
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    log = cfg.logs / "supervisor.log"
+    while time.monotonic() < deadline:
+        report = control.read_status(cfg.state_dir) or {}
+        steps = list(report.get("steps") or [])
+        for line in steps[shown:]:
+            progress(line)
+        shown = len(steps)
+        phase = (report.get("supervisor") or {}).get("phase")
+        if phase == "up":
+            return
+        if phase == "failed":
+            raise StackError(str(report.get("error")))
+        if not alive(supervisor):
+            raise StackError(f"the supervisor exited while starting the stack; see {log}{_tail(log)}")
+        time.sleep(0.2)
+    raise StackError(f"the stack did not come up within {STARTUP_TIMEOUT:.0f}s; see {log}")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    if not log.exists():
+        return ""
+    return "\n  " + "\n  ".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# `down` stops these tiers in order, the components of a tier together: Airflow and the reconciler
+# first (they use the others), PostgreSQL last but one, S3 last.
+def _tier(name: str) -> int:
+    if name.startswith("airflow") or name == "reconciler":
+        return 0
+    return {"postgres": 2, "s3": 3}.get(name, 1)
 
 
 def down(cfg: StackConfig, progress: Progress = print) -> list[str]:
-    """Stop every process `up` recorded (and only those); say so when nothing runs."""
-    pids = recorded_pids(cfg)
-    live = {name: pid for name, pid in pids.items() if alive(pid)}
-    if not live:
+    """Stop the supervisor (so nothing is restarted), then every process it recorded, and only those."""
+    stopped = []
+    supervisor = supervisor_pid(cfg)
+    if supervisor is not None and alive(supervisor):
+        stop_group(supervisor, grace=15.0)
+        progress(f"  stopped supervisor (pid {supervisor})")
+        stopped.append("supervisor")
+    # Read after the supervisor is gone: it may have restarted a component meanwhile.
+    live = {name: pid for name, pid in recorded_pids(cfg).items() if alive(pid)}
+    if not live and not stopped:
         progress("no stack is running")
-    # Airflow first (it talks to the others), S3 last.
-    order = sorted(live, key=lambda name: (not name.startswith("airflow"), name == "s3"))
-    for name in order:
-        if name == "s3":
-            s3.stop(live[name], ports=cfg.s3_ports)
-        else:
-            stop_group(live[name], grace=20.0)
-        progress(f"  stopped {name} (pid {live[name]})")
-    cfg.pids_file.unlink(missing_ok=True)
-    cfg.stack_file.unlink(missing_ok=True)
-    return order
-
-
-def status(cfg: StackConfig) -> dict[str, Any]:
-    """Each recorded process and whether it runs, plus Airflow's own health view."""
-    pids = recorded_pids(cfg)
-    report: dict[str, Any] = {name: {"pid": pid, "running": alive(pid)} for name, pid in pids.items()}
-    if cfg.stack_file.exists():
-        report["airflow_health"] = airflow.health(read_stack(cfg)["airflow"]["url"])
-    return report
+    for tier in sorted({_tier(name) for name in live}):
+        names = [name for name in live if _tier(name) == tier]
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            list(pool.map(lambda name: _stop_one(cfg, name, live[name]), names))
+        for name in names:
+            progress(f"  stopped {name} (pid {live[name]})")
+        stopped += names
+    for done in (cfg.pids_file, cfg.stack_file, cfg.state_dir / control.STATUS, cfg.state_dir / control.SUPERVISOR_PID):
+        done.unlink(missing_ok=True)
+    control.clear(cfg.state_dir)
+    return stopped

@@ -1,4 +1,5 @@
-"""`up` refuses busy ports and twins; `down` stops exactly what `up` recorded, and only that."""
+"""`up` refuses busy ports, twins and SQLite; `down` stops the supervisor, then exactly what was
+recorded, and only that."""
 
 from __future__ import annotations
 
@@ -10,8 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from dsbridge.cli.main import main
+from dsbridge.stack import control
 from dsbridge.stack.processes import alive, spawn, stop_group
-from dsbridge.stack.stack import StackConfig, StackError, check_ports_free, down, up
+from dsbridge.stack.stack import (
+    StackConfig,
+    StackError,
+    check_ports_free,
+    down,
+    load_config,
+    load_secrets,
+    save_config,
+    stack_description,
+    up,
+)
 
 
 @pytest.fixture
@@ -68,3 +81,82 @@ def test_a_pid_that_leads_no_group_is_not_signalled():
     finally:
         other.kill()
         other.wait(timeout=10)
+
+
+@pytest.mark.parametrize("url", ["sqlite:////tmp/airflow.db", "sqlite+pysqlite:///x.db", "SQLite:///x.db"])
+def test_sqlite_is_refused_naming_database_url(tmp_path: Path, url: str):
+    with pytest.raises(StackError, match=r"SQLite.*database is locked.*--database-url.*embedded PostgreSQL"):
+        StackConfig(state_dir=tmp_path, database_url=url)
+
+
+def test_the_cli_refuses_sqlite_before_starting_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    state = tmp_path / "state"
+    argv = ["up", "--state-dir", str(state), "--base-port", "37900", "--database-url", "sqlite:///airflow.db"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "dsbridge up: error: --database-url 'sqlite:///airflow.db' is SQLite" in err
+    assert "Leave out --database-url" in err
+    assert not state.exists()
+
+
+def test_the_embedded_postgres_takes_base_plus_12_and_a_busy_one_is_named(cfg: StackConfig):
+    assert cfg.ports["postgres"] == cfg.base_port + 12
+    assert cfg.all_ports()["postgres"] == cfg.base_port + 12
+    assert len(set(cfg.all_ports().values())) == len(cfg.all_ports())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", cfg.ports["postgres"]))
+        busy.listen()
+        span = rf"{cfg.base_port}\.\.{cfg.base_port + 12}"
+        with pytest.raises(StackError, match=rf"{cfg.ports['postgres']} \(postgres\).*{span}"):
+            check_ports_free(cfg)
+
+
+def test_the_base_port_range_leaves_room_for_every_port(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    assert main(["status", "--state-dir", str(tmp_path), "--base-port", str(65535 - 10011 + 1)]) == 1
+    assert "--base-port 55525 is out of range; use 1024..55524" in capsys.readouterr().err
+
+
+def test_stack_json_names_the_embedded_database_and_its_url(cfg: StackConfig):
+    desc = stack_description(cfg, load_secrets(cfg))
+    port = cfg.base_port + 12
+    assert desc["airflow"]["database"] == "embedded-postgresql"
+    assert desc["postgres"]["url"] == f"postgresql://postgres@127.0.0.1:{port}/airflow"
+    assert desc["postgres"]["sqlalchemy_url"] == f"postgresql+psycopg2://postgres@127.0.0.1:{port}/airflow"
+    assert desc["status_file"] == str(cfg.state_dir / "status.json")
+    external = StackConfig(state_dir=cfg.state_dir, database_url="postgresql+psycopg2://postgres@127.0.0.1/x")
+    desc = stack_description(external, load_secrets(external))
+    assert desc["airflow"]["database"] == "postgresql" and "postgres" not in desc
+
+
+def test_the_supervisor_gets_the_same_config(cfg: StackConfig, tmp_path: Path):
+    wanted = StackConfig(
+        state_dir=cfg.state_dir,
+        base_port=cfg.base_port,
+        database_url="postgresql+psycopg2://postgres@127.0.0.1:5432/x",
+        notebooks=tmp_path,
+        settings_env={"DSBRIDGE_RECONCILE_SECONDS": "10"},
+    )
+    cfg.state_dir.mkdir(parents=True)
+    save_config(wanted)
+    assert load_config(cfg.state_dir) == wanted
+    assert (cfg.state_dir / "config.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_down_stops_the_supervisor_first_then_the_components(cfg: StackConfig, tmp_path: Path):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor = spawn(sleeper, env={}, log_path=tmp_path / "supervisor.log")
+    service = spawn(sleeper, env={}, log_path=tmp_path / "service.log")
+    try:
+        cfg.state_dir.mkdir(parents=True)
+        control.record_supervisor(cfg.state_dir, supervisor)
+        control.record_pid(cfg.state_dir, "service", service)
+        control.hold(cfg.state_dir, "service")
+        said: list[str] = []
+        assert down(cfg, progress=said.append) == ["supervisor", "service"]
+        assert said == [f"  stopped supervisor (pid {supervisor})", f"  stopped service (pid {service})"]
+        assert not alive(supervisor) and not alive(service)
+        assert not control.held(cfg.state_dir, "service")  # a new stack starts with no holds
+        assert not (cfg.state_dir / "supervisor.pid").exists()
+    finally:
+        stop_group(supervisor, grace=2)
+        stop_group(service, grace=2)
