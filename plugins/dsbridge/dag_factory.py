@@ -162,9 +162,13 @@ def build_job_dag(contract: JobContract) -> DAG:
         )
         wait = DatabricksRunStatusSensor(
             task_id="wait",
-            run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}",
+            # Rendered in the triggerer, whose supervisor answers single-XCom reads only (map_indexes).
+            run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id', map_indexes=-1) }}",
             timeout=wait_timeout(contract, settings).total_seconds(),
             execution_timeout=wait_timeout(contract, settings) + WAIT_MARGIN,
+            # Starts and ends in the triggerer: a notebook's failure is final, an outage is ridden
+            # out inside the trigger, so there is nothing a retry could do better.
+            retries=0,
             doc_md="Waits in the triggerer for the Databricks run to end, through API outages; cancels it if killed.",
         )
         collect = CollectNotebookOutputOperator(

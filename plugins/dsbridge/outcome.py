@@ -19,6 +19,26 @@ ERROR_XCOM_KEY = "dsbridge_error"
 TRACKED_TASKS = ("submit", "wait", "collect")
 
 
+def failure_record(
+    task_id: str | None,
+    message: str,
+    *,
+    code: str,
+    cancelled: bool = False,
+    trace: str | None = None,
+    databricks_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Why the request failed, as the `dsbridge_error` XCom keeps it for the failure event."""
+    return {
+        "type": CANCELLED if cancelled else FAILED,
+        "code": code,
+        "message": message,
+        "trace": trace_excerpt(trace),
+        "failed_task": task_id,
+        "databricks_state": databricks_state,
+    }
+
+
 def record_failure(
     context: Any,
     message: str,
@@ -30,17 +50,10 @@ def record_failure(
 ) -> None:
     """Keep why the request failed (the `dsbridge_error` XCom) for the failure event."""
     ti = context["ti"]
-    ti.xcom_push(
-        key=ERROR_XCOM_KEY,
-        value={
-            "type": CANCELLED if cancelled else FAILED,
-            "code": code,
-            "message": message,
-            "trace": trace_excerpt(trace),
-            "failed_task": ti.task_id,
-            "databricks_state": databricks_state,
-        },
+    record = failure_record(
+        ti.task_id, message, code=code, cancelled=cancelled, trace=trace, databricks_state=databricks_state
     )
+    ti.xcom_push(key=ERROR_XCOM_KEY, value=record)
 
 
 def fail_request(

@@ -62,9 +62,11 @@ def test_job_dag_rules(dagbag: DagBag, job: str):
     assert tasks["collect"].downstream_task_ids == {"notify_success", "notify_failure"}
     assert tasks["notify_failure"].trigger_rule == "one_failed"
     assert tasks["notify_success"].trigger_rule == "all_success"
-    assert tasks["wait"].deferrable is True
+    assert tasks["wait"].deferrable is True and tasks["wait"].start_from_trigger is True
+    assert tasks["wait"].start_trigger_args.trigger_kwargs["end_task"] is True
+    assert tasks["wait"].retries == 0  # ends in the triggerer; outages are ridden out there
     for task in dag.tasks:
-        assert task.retries >= 2, task.task_id
+        assert task.retries >= 2 or task.task_id == "wait", task.task_id
         assert task.retry_exponential_backoff, task.task_id
         assert task.max_retry_delay is not None, task.task_id
         assert task.execution_timeout is not None, task.task_id

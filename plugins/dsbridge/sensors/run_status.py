@@ -1,10 +1,16 @@
-"""Sensor that waits for a Databricks run to end, deferred to the triggerer by default.
+"""Sensor that waits for a Databricks run to end, in the triggerer from its very start.
 
 It turns the run's terminal state into the request's outcome: SUCCESS lets `collect` go on;
 FAILED, TIMEDOUT and INTERNAL_ERROR fail the request with the notebook's error and trace;
 CANCELED cancels it. A notebook's own failure is final (no Airflow retry would change it). An
 unreachable Databricks API is ridden out inside the trigger for the outage horizon; when that runs
 out -- or the task is killed, or times out -- the run is cancelled before the request fails.
+
+By default (`start_from_trigger`) the task never runs in a worker: the scheduler hands it straight
+to the triggerer, which renders `run_id` from the submit task's XCom, follows the run and ends the
+task itself (see `DatabricksRunStatusTrigger(end_task=True)`). A worker is needed only if the
+trigger times out (`resume_execution` then cancels the run and records why). With
+`start_from_trigger=False` it defers from a worker as usual, and `deferrable=False` pokes.
 """
 
 from __future__ import annotations
@@ -16,21 +22,24 @@ from typing import Any
 
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.sdk import BaseSensorOperator
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.triggers.base import StartTriggerArgs
 
 from dsbridge.callback.event import ErrorCode
-from dsbridge.outcome import fail_request, record_failure
+from dsbridge.outcome import ERROR_XCOM_KEY, record_failure
 from dsbridge.settings import DATABRICKS_CONN_ID, load_settings
 from dsbridge.triggers.run_status import (
-    ERROR_EVENT,
-    UNREACHABLE_EVENT,
     DatabricksRunStatusTrigger,
+    cancel_note,
+    conclude,
     error_details,
     failed_task_run_id,
     run_summary,
 )
 
 TRIGGER_FAIL_METHOD = "__fail__"
-FAILURE_CODES = {"TIMEDOUT": ErrorCode.NOTEBOOK_TIMED_OUT, "CANCELED": ErrorCode.RUN_CANCELLED}
+TRIGGER_CLASS = f"{DatabricksRunStatusTrigger.__module__}.{DatabricksRunStatusTrigger.__qualname__}"
 
 
 class DatabricksRunStatusSensor(BaseSensorOperator):
@@ -40,6 +49,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
     :param run_id: the run to follow (templated; usually the submit task's ``run_id`` XCom).
     :param databricks_conn_id: the Databricks connection.
     :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
+    :param start_from_trigger: start in the triggerer and end there, with no worker at all (default).
     :param first_poll_seconds: first wait between polls; it doubles up to ``max_poll_seconds``.
     """
 
@@ -53,6 +63,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         run_id: int | str,
         databricks_conn_id: str = DATABRICKS_CONN_ID,
         deferrable: bool = True,
+        start_from_trigger: bool = True,
         first_poll_seconds: float = 0.5,
         max_poll_seconds: float = 90.0,
         **kwargs: Any,
@@ -63,6 +74,27 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.first_poll_seconds = first_poll_seconds
         self.max_poll_seconds = max_poll_seconds
+        self.start_from_trigger = deferrable and start_from_trigger
+        if self.start_from_trigger:
+            # Airflow 3.3 builds a started-from-trigger task's context from its *serialized* params,
+            # which its own validation refuses (a required DAG param fails every start, and takes
+            # the trigger runner down). This task reads no params, so it keeps none.
+            self.params = ParamsDict()
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=TRIGGER_CLASS,
+                trigger_kwargs={**self._trigger_kwargs(run_id), "end_task": True},
+                next_method="execute_complete",
+                timeout=timedelta(seconds=self.timeout),
+            )
+
+    def _trigger_kwargs(self, run_id: int | str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "databricks_conn_id": self.databricks_conn_id,
+            "first_poll_seconds": self.first_poll_seconds,
+            "max_poll_seconds": self.max_poll_seconds,
+            "outage_horizon_seconds": load_settings().databricks_horizon.total_seconds(),
+        }
 
     @cached_property
     def hook(self) -> DatabricksHook:
@@ -82,13 +114,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         self.defer(
-            trigger=DatabricksRunStatusTrigger(
-                run_id=self.databricks_run_id,
-                databricks_conn_id=self.databricks_conn_id,
-                first_poll_seconds=self.first_poll_seconds,
-                max_poll_seconds=self.max_poll_seconds,
-                outage_horizon_seconds=load_settings().databricks_horizon.total_seconds(),
-            ),
+            trigger=DatabricksRunStatusTrigger(**self._trigger_kwargs(self.databricks_run_id)),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
@@ -109,29 +135,16 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         return self._conclude(context, event)
 
     def _conclude(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") in (ERROR_EVENT, UNREACHABLE_EVENT):
-            # Past the outage horizon, or refused outright: stop the notebook, then fail the request.
-            if event.get("status") == UNREACHABLE_EVENT:
-                problem = f"Databricks was unreachable for {event.get('down_seconds')} s: {event.get('message')}"
-            else:
-                problem = f"Databricks refused to report run {self.run_id}: {event.get('message')}"
-            fail_request(context, f"{problem}; {self._cancel_run()}", code=ErrorCode.DATABRICKS_UNREACHABLE)
-        run = event["run"]
-        state = RunState(**run["state"])
-        self.log.info("Databricks run %s ended %s (%s polls)", run["run_id"], state, event.get("polls"))
-        if state.is_successful:
-            return run
-        message = event.get("error") or state.state_message or f"run ended {state.result_state}"
-        if state.result_state == "TIMEDOUT":
-            message = f"notebook exceeded its timeout: {message}"
-        fail_request(
-            context,
-            message,
-            code=FAILURE_CODES.get(state.result_state, ErrorCode.NOTEBOOK_FAILED),
-            cancelled=state.result_state == "CANCELED",
-            trace=event.get("error_trace"),
-            databricks_state=run["state"],
-        )
+        """The same judgement the trigger makes when it ends the task itself."""
+        conclusion = conclude(event)
+        if conclusion.failure is None and conclusion.run is not None:
+            self.log.info("Databricks run %s succeeded (%s polls)", conclusion.run["run_id"], event.get("polls"))
+            return conclusion.run
+        failure = {**(conclusion.failure or {}), "failed_task": self.task_id}
+        if conclusion.cancel_first:
+            failure["message"] = f"{failure['message']}; {self._cancel_run()}"
+        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=failure)
+        raise AirflowFailException(failure["message"])
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
         # The trigger was stopped by a timeout (or crashed): stop the notebook, and say why, before failing.
@@ -153,6 +166,6 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
             self.hook.cancel_run(self.databricks_run_id)
         except Exception as exc:
             self.log.exception("Could not cancel Databricks run %s", self.run_id)
-            return f"the run could not be cancelled ({exc}); cancel it in Databricks"
+            return cancel_note(False, exc)
         self.log.info("Cancelled Databricks run %s", self.run_id)
-        return "the run was cancelled"
+        return cancel_note(True)

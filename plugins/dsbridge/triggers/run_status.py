@@ -1,5 +1,10 @@
 """Trigger that follows one Databricks run from the triggerer, holding no worker slot.
 
+It runs either behind a deferred sensor (it yields the run's outcome and the sensor decides in a
+worker), or -- the job DAGs' way, `end_task=True` -- as the whole `wait` task started in the
+triggerer: it decides itself and ends the task (`TaskSuccessEvent` with the run summary, or
+`TaskFailedEvent` with the request's failure record), so waiting costs no worker process at all.
+
 Polls start sub-second and back off geometrically to a cap, so a short notebook is noticed within
 a second or two and a long one costs about a dozen API calls. While the Databricks API is down or
 busy (connection errors, 429, 5xx) the trigger keeps following the run for an outage horizon
@@ -14,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
+from dsbridge.callback.event import ErrorCode
+from dsbridge.outcome import ERROR_XCOM_KEY, failure_record
 from dsbridge.retry import is_transient
 from dsbridge.settings import DATABRICKS_CONN_ID
 
@@ -27,6 +35,7 @@ ERROR_EVENT = "error"  # Databricks refused to report the run (not worth asking 
 UNREACHABLE_EVENT = "unreachable"  # the API stayed down past the outage horizon
 OUTAGE_FIRST_DELAY = 2.0
 OUTAGE_MAX_DELAY = 60.0
+FAILURE_CODES = {"TIMEDOUT": ErrorCode.NOTEBOOK_TIMED_OUT, "CANCELED": ErrorCode.RUN_CANCELLED}
 
 
 def poll_delays(first: float, factor: float, cap: float) -> Iterator[float]:
@@ -77,12 +86,68 @@ async def failure_details(hook: DatabricksHook, run: dict[str, Any]) -> dict[str
         return {"output_error": str(exc)}
 
 
+@dataclass(frozen=True)
+class Conclusion:
+    """What the run's outcome means for the request: its run summary, or why it failed."""
+
+    run: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    # Databricks could not tell how the run ended: cancel it before anyone is told it failed.
+    cancel_first: bool = False
+
+
+def conclude(outcome: dict[str, Any]) -> Conclusion:
+    """Turn the trigger's outcome into the request's: SUCCESS goes on; anything else fails it."""
+    status = outcome.get("status")
+    if status == UNREACHABLE_EVENT:
+        message = f"Databricks was unreachable for {outcome.get('down_seconds')} s: {outcome.get('message')}"
+        return Conclusion(failure=_failure(message, code=ErrorCode.DATABRICKS_UNREACHABLE), cancel_first=True)
+    if status == ERROR_EVENT:
+        message = f"Databricks refused to report run {outcome.get('run_id')}: {outcome.get('message')}"
+        return Conclusion(failure=_failure(message, code=ErrorCode.DATABRICKS_UNREACHABLE), cancel_first=True)
+    run = outcome["run"]
+    state = RunState(**run["state"])
+    if state.is_successful:
+        return Conclusion(run=run)
+    message = outcome.get("error") or state.state_message or f"run ended {state.result_state}"
+    if state.result_state == "TIMEDOUT":
+        message = f"notebook exceeded its timeout: {message}"
+    return Conclusion(
+        failure=_failure(
+            message,
+            code=FAILURE_CODES.get(state.result_state, ErrorCode.NOTEBOOK_FAILED),
+            cancelled=state.result_state == "CANCELED",
+            trace=outcome.get("error_trace"),
+            databricks_state=run["state"],
+        )
+    )
+
+
+def _failure(message: str, **fields: Any) -> dict[str, Any]:
+    """The failure record without its task; `failure_record` fields, minus `failed_task`."""
+    record = failure_record(None, message, **fields)
+    record.pop("failed_task")
+    return record
+
+
+def cancel_note(cancelled: bool, error: Exception | None = None) -> str:
+    """What the failure message says about the cancel that preceded it."""
+    if cancelled:
+        return "the run was cancelled"
+    return f"the run could not be cancelled ({error}); cancel it in Databricks"
+
+
 class DatabricksRunStatusTrigger(BaseTrigger):
-    """Yield one event when Databricks run `run_id` reaches a terminal state (or polling fails)."""
+    """Follow Databricks run `run_id` to a terminal state; yield one event.
+
+    `run_id` may be a template (rendered in the triggerer when the task starts there).
+    With `end_task`, the event ends the task itself (success, or failure with the request's
+    failure record); otherwise it is the raw outcome for a deferred sensor to judge.
+    """
 
     def __init__(
         self,
-        run_id: int,
+        run_id: int | str,
         databricks_conn_id: str = DATABRICKS_CONN_ID,
         first_poll_seconds: float = 0.5,
         poll_backoff: float = 2.0,
@@ -90,10 +155,11 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         retry_limit: int = 5,
         retry_delay: float = 1.0,
         outage_horizon_seconds: float = 1800.0,
+        end_task: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(run_id, int) or run_id <= 0:
-            raise ValueError(f"run_id must be a positive integer, got {run_id!r}")
+        if not _is_template(run_id):
+            _positive_run_id(run_id)
         if not 0 < first_poll_seconds <= max_poll_seconds:
             raise ValueError("need 0 < first_poll_seconds <= max_poll_seconds")
         if poll_backoff < 1:
@@ -110,6 +176,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         self.retry_limit = retry_limit
         self.retry_delay = retry_delay
         self.outage_horizon_seconds = outage_horizon_seconds
+        self.end_task = end_task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -123,6 +190,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
                 "retry_limit": self.retry_limit,
                 "retry_delay": self.retry_delay,
                 "outage_horizon_seconds": self.outage_horizon_seconds,
+                "end_task": self.end_task,
             },
         )
 
@@ -135,6 +203,46 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            run_id = _positive_run_id(self.run_id)
+        except ValueError as exc:
+            outcome: dict[str, Any] = {"status": ERROR_EVENT, "run_id": self.run_id, "message": str(exc)}
+        else:
+            outcome = await self.follow(run_id)
+        if not self.end_task:
+            yield TriggerEvent(outcome)
+            return
+        yield await self.task_end_event(outcome)
+
+    async def task_end_event(self, outcome: dict[str, Any]) -> TriggerEvent:
+        """End the `wait` task from here: success with the run summary, or the failure record."""
+        conclusion = conclude(outcome)
+        if conclusion.failure is None:
+            return TaskSuccessEvent(xcoms=await self._push({"return_value": conclusion.run}))
+        failure = {**conclusion.failure, "failed_task": self.task_id or "wait"}
+        if conclusion.cancel_first:
+            failure["message"] = f"{failure['message']}; {await self._cancel()}"
+        self.log.info("Run %s failed the request: %s", self.run_id, failure["message"])
+        return TaskFailedEvent(xcoms=await self._push({ERROR_XCOM_KEY: failure}))
+
+    async def _push(self, xcoms: dict[str, Any]) -> dict[str, Any] | None:
+        """Write the task's XComs the way a worker does, and return what is left for the event.
+
+        Airflow 3.3 stores XComs carried by a task-end event JSON-encoded a second time, so a task
+        reading them through the Task SDK gets a string; written through the SDK they read back as
+        written. Without a task instance (outside a triggerer) they travel with the event.
+        """
+        ti = self.task_instance
+        if ti is None:
+            return xcoms
+        from airflow.sdk.execution_time.xcom import XCom
+
+        for key, value in xcoms.items():
+            await XCom.aset(key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
+        return None
+
+    async def follow(self, run_id: int) -> dict[str, Any]:
+        """Poll until the run is terminal (its summary), or Databricks refuses or stays down."""
         hook = self._hook()
         delays = poll_delays(self.first_poll_seconds, self.poll_backoff, self.max_poll_seconds)
         async with hook:
@@ -143,23 +251,19 @@ class DatabricksRunStatusTrigger(BaseTrigger):
             outage_delays = poll_delays(OUTAGE_FIRST_DELAY, 2.0, OUTAGE_MAX_DELAY)
             while True:
                 try:
-                    run = await hook.a_get_run(self.run_id)
+                    run = await hook.a_get_run(run_id)
                 except Exception as exc:
                     if not is_transient(exc):
-                        yield TriggerEvent({"status": ERROR_EVENT, "run_id": self.run_id, "message": str(exc)})
-                        return
+                        return {"status": ERROR_EVENT, "run_id": run_id, "message": str(exc)}
                     down_since = down_since if down_since is not None else time.monotonic()
                     down_for = time.monotonic() - down_since
                     if down_for >= self.outage_horizon_seconds:
-                        yield TriggerEvent(
-                            {
-                                "status": UNREACHABLE_EVENT,
-                                "run_id": self.run_id,
-                                "message": str(exc),
-                                "down_seconds": round(down_for),
-                            }
-                        )
-                        return
+                        return {
+                            "status": UNREACHABLE_EVENT,
+                            "run_id": run_id,
+                            "message": str(exc),
+                            "down_seconds": round(down_for),
+                        }
                     delay = min(next(outage_delays), self.outage_horizon_seconds - down_for)
                     self.log.warning("Databricks unreachable for %.0fs (%s); retry in %.0fs", down_for, exc, delay)
                     await asyncio.sleep(delay)
@@ -171,15 +275,37 @@ class DatabricksRunStatusTrigger(BaseTrigger):
                 state = RunState(**run["state"])
                 if state.is_terminal:
                     details = {} if state.is_successful else await failure_details(hook, run)
-                    self.log.info("Run %s is %s after %d polls", self.run_id, state, polls)
-                    yield TriggerEvent({"status": TERMINAL_EVENT, "polls": polls, "run": run_summary(run), **details})
-                    return
+                    self.log.info("Run %s is %s after %d polls", run_id, state, polls)
+                    return {"status": TERMINAL_EVENT, "polls": polls, "run": run_summary(run), **details}
                 delay = next(delays)
-                self.log.debug("Run %s is %s; next poll in %.1fs", self.run_id, state, delay)
+                self.log.debug("Run %s is %s; next poll in %.1fs", run_id, state, delay)
                 await asyncio.sleep(delay)
+
+    async def _cancel(self) -> str:
+        try:
+            await asyncio.to_thread(self._hook().cancel_run, _positive_run_id(self.run_id))
+        except Exception as exc:
+            self.log.warning("Could not cancel Databricks run %s: %s", self.run_id, exc)
+            return cancel_note(False, exc)
+        return cancel_note(True)
 
     async def on_kill(self) -> None:
         """The task was killed by a person: stop the notebook too."""
         self.log.info("Cancelling Databricks run %s", self.run_id)
         # The hook has no async cancel; a thread keeps the triggerer's event loop free.
-        await asyncio.to_thread(self._hook().cancel_run, self.run_id)
+        await asyncio.to_thread(self._hook().cancel_run, _positive_run_id(self.run_id))
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _positive_run_id(value: Any) -> int:
+    """A Databricks run id; rendered templates arrive as strings."""
+    try:
+        run_id = int(value)
+    except (TypeError, ValueError):
+        run_id = 0
+    if run_id <= 0 or isinstance(value, bool | float):
+        raise ValueError(f"run_id must be a positive Databricks run id, got {value!r}")
+    return run_id

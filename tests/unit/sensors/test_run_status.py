@@ -36,6 +36,19 @@ def sensor() -> DatabricksRunStatusSensor:
     return DatabricksRunStatusSensor(task_id="wait", run_id="77", timeout=600)
 
 
+def test_starts_in_the_triggerer_with_the_templated_run_and_its_timeout(monkeypatch):
+    monkeypatch.setenv("DSBRIDGE_DATABRICKS_HORIZON_MINUTES", "3")
+    sensor = DatabricksRunStatusSensor(task_id="wait", run_id="{{ ti.xcom_pull(task_ids='submit') }}", timeout=600)
+    args = sensor.start_trigger_args
+    assert sensor.start_from_trigger is True
+    assert args.trigger_cls == "dsbridge.triggers.run_status.DatabricksRunStatusTrigger"
+    assert args.trigger_kwargs["run_id"] == "{{ ti.xcom_pull(task_ids='submit') }}"
+    assert args.trigger_kwargs["end_task"] is True and args.trigger_kwargs["outage_horizon_seconds"] == 180
+    assert args.timeout.total_seconds() == 600
+    # The trigger class accepts exactly these arguments.
+    DatabricksRunStatusTrigger(**args.trigger_kwargs)
+
+
 def test_defers_to_the_trigger_with_the_run_and_timeout(sensor, context_factory):
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context_factory("wait"))

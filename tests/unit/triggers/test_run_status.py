@@ -7,6 +7,7 @@ import itertools
 from unittest import mock
 
 import pytest
+from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
 
 from dsbridge.triggers.run_status import DatabricksRunStatusTrigger, poll_delays
 
@@ -51,7 +52,8 @@ def test_serialize_round_trip():
     "kwargs",
     [
         {"run_id": 0},
-        {"run_id": "77"},
+        {"run_id": "seventy-seven"},
+        {"run_id": True},
         {"run_id": 1, "first_poll_seconds": 0},
         {"run_id": 1, "poll_backoff": 0.5},
         {"run_id": 1, "outage_horizon_seconds": 0},
@@ -182,3 +184,73 @@ def test_on_kill_cancels_the_run():
     with mock.patch(HOOK) as hook_cls:
         asyncio.run(DatabricksRunStatusTrigger(run_id=77).on_kill())
     hook_cls.return_value.cancel_run.assert_called_once_with(77)
+
+
+# --- ending the `wait` task from the triggerer ---------------------------------------------------
+
+
+def test_a_templated_run_id_is_accepted_and_its_rendered_string_used():
+    trigger = DatabricksRunStatusTrigger(run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}", end_task=True)
+    trigger.run_id = "77"  # as the triggerer renders it
+    events, _, hook = run_with_clock(trigger, [run_answer("TERMINATED", "SUCCESS")])
+    hook.a_get_run.assert_awaited_once_with(77)
+    assert isinstance(events[0], TaskSuccessEvent)
+
+
+def test_success_ends_the_task_with_the_run_summary():
+    trigger = DatabricksRunStatusTrigger(run_id=77, end_task=True)
+    (event,), _, _ = run_with_clock(trigger, [run_answer("RUNNING"), run_answer("TERMINATED", "SUCCESS")])
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms["return_value"]["run_id"] == 77
+    assert event.xcoms["return_value"]["state"]["result_state"] == "SUCCESS"
+
+
+def test_a_notebook_failure_ends_the_task_with_the_failure_record():
+    trigger = DatabricksRunStatusTrigger(run_id=77, end_task=True)
+    (event,), _, _ = run_with_clock(trigger, [run_answer("TERMINATED", "FAILED")])
+    assert isinstance(event, TaskFailedEvent)
+    record = event.xcoms["dsbridge_error"]
+    assert record["code"] == "notebook_failed" and record["failed_task"] == "wait"
+    assert record["message"] == "KeyError: 'x'" and record["trace"] == "tb"
+    assert record["type"] == "request.failed"
+
+
+def test_a_cancelled_run_ends_the_task_as_a_cancellation():
+    trigger = DatabricksRunStatusTrigger(run_id=77, end_task=True)
+    (event,), _, _ = run_with_clock(trigger, [run_answer("TERMINATED", "CANCELED")])
+    assert event.xcoms["dsbridge_error"]["type"] == "request.cancelled"
+    assert event.xcoms["dsbridge_error"]["code"] == "run_cancelled"
+
+
+def test_past_the_horizon_the_run_is_cancelled_before_the_task_fails():
+    trigger = DatabricksRunStatusTrigger(run_id=77, outage_horizon_seconds=60, end_task=True)
+    events, _, hook = run_with_clock(trigger, [transient_error()] * 50)
+    (event,) = events
+    hook.cancel_run.assert_called_once_with(77)
+    record = event.xcoms["dsbridge_error"]
+    assert record["code"] == "databricks_unreachable"
+    assert record["message"].endswith("the run was cancelled")
+
+
+def test_a_missing_run_id_fails_the_task_with_a_clear_reason():
+    trigger = DatabricksRunStatusTrigger(run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}", end_task=True)
+    trigger.run_id = "None"  # submit recorded no run
+    events, _, hook = run_with_clock(trigger, [])
+    (event,) = events
+    assert isinstance(event, TaskFailedEvent)
+    assert "positive Databricks run id" in event.xcoms["dsbridge_error"]["message"]
+    hook.a_get_run.assert_not_awaited()
+
+
+def test_in_the_triggerer_the_xcoms_are_written_through_the_task_sdk():
+    """Airflow double-encodes XComs carried by task-end events; written like a worker's they read back."""
+    from types import SimpleNamespace
+
+    trigger = DatabricksRunStatusTrigger(run_id=77, end_task=True)
+    trigger.task_instance = SimpleNamespace(dag_id="job", task_id="wait", run_id="req-1", map_index=-1)
+    with mock.patch("airflow.sdk.execution_time.xcom.XCom.aset", new=mock.AsyncMock()) as aset:
+        (event,), _, _ = run_with_clock(trigger, [run_answer("TERMINATED", "FAILED")])
+    assert isinstance(event, TaskFailedEvent) and event.xcoms is None
+    (call,) = aset.await_args_list
+    assert call.args[0] == "dsbridge_error" and call.args[1]["code"] == "notebook_failed"
+    assert call.kwargs == {"dag_id": "job", "task_id": "wait", "run_id": "req-1", "map_index": -1}
