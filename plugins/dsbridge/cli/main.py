@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "dsbridge.cli.notebook",
     "dsbridge.cli.contract",
     "dsbridge.cli.auth",
+    "dsbridge.cli.bench",
 )
 
 

@@ -1,4 +1,4 @@
-"""The emulator's HTTP surface: the Jobs API run endpoints, plus health, faults and logs.
+"""The emulator's HTTP surface: the Jobs API run endpoints, plus health, faults, call counts and logs.
 
 Why Starlette rather than FastAPI's models: the emulator must answer exactly as a workspace does
 (its error shapes, its leniency about numbers sent as strings, its 1 MB parameter limit), so
@@ -35,6 +35,7 @@ from dsbridge.emulator.faults import FaultError, Faults, FaultSettings
 from dsbridge.emulator.logs import log_event
 from dsbridge.emulator.runner import Supervisor
 from dsbridge.emulator.shapes import WORKSPACE_ID, render_output, render_run, render_task_run
+from dsbridge.emulator.stats import CallCounts
 from dsbridge.emulator.store import Store
 from dsbridge.emulator.validate import parse_submit, require_run_id
 
@@ -82,6 +83,7 @@ class Emulator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state_dir / "emulator.sqlite3")
         self.faults = Faults(config.faults)
+        self.calls = CallCounts()
         child_env = {"AWS_ENDPOINT_URL_S3": config.s3_endpoint_url} if config.s3_endpoint_url else {}
         self.supervisor = Supervisor(
             self.store,
@@ -131,6 +133,7 @@ class Emulator:
             Route("/health", self.health, methods=["GET"]),
             Route("/.well-known/databricks-config", self.host_metadata, methods=["GET"]),
             Route("/emulator/faults", self._api(self.faults_endpoint, faults=False), methods=["GET", "POST"]),
+            Route("/emulator/stats", self._api(self.stats_endpoint, faults=False), methods=["GET"]),
             Route("/emulator/runs/{run_id:int}/log", self.run_log, methods=["GET"]),
             Route("/", self.index, methods=["GET"]),
         ]
@@ -273,6 +276,12 @@ class Emulator:
             raise not_found(run_id)
         return row
 
+    def _counted_row(self, run_id: int, call: str) -> dict[str, Any]:
+        """The run's row, with the call counted for its parent run (a task run's calls are its run's)."""
+        row = self._row(run_id)
+        self.calls.count(row["parent_id"] or row["run_id"], call)
+        return row
+
     # -- Jobs API --------------------------------------------------------------------------------
 
     async def submit(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
@@ -280,19 +289,20 @@ class Emulator:
             raise ApiError(503, "TEMPORARILY_UNAVAILABLE", "The emulator is shutting down.")
         spec = parse_submit(params, self.config.workspace)
         run_id, _ = self.supervisor.submit(spec)
+        self.calls.count(run_id, "runs/submit")
         if delay := self.faults.submit_answer_delay():
             await asyncio.sleep(delay)  # the run exists; its answer is slow, or lost if the caller gives up
         return {"run_id": run_id}
 
     async def get(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        row = self._row(require_run_id(params))
+        row = self._counted_row(require_run_id(params), "runs/get")
         base = self.base_url(request)
         if row["parent_id"] is None:
             return render_run(row, self.store.tasks(row["run_id"]), base)
         return render_task_run(row, self._row(row["parent_id"]), base)
 
     async def get_output(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        row = self._row(require_run_id(params))
+        row = self._counted_row(require_run_id(params), "runs/get-output")
         base = self.base_url(request)
         if row["parent_id"] is None:
             tasks = self.store.tasks(row["run_id"])
@@ -305,6 +315,8 @@ class Emulator:
 
     async def cancel(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
         run_id = require_run_id(params)
+        if (row := self.store.get(run_id)) is not None:
+            self.calls.count(row["parent_id"] or run_id, "runs/cancel")
         try:
             self.supervisor.cancel(run_id)
         except LookupError as exc:
@@ -384,6 +396,13 @@ class Emulator:
             raise invalid(str(exc)) from exc
         log_event("faults.updated", **settings)
         return settings
+
+    async def stats_endpoint(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        """Calls made about one run (`?run_id=`, a task run's id gives its run's), or the totals."""
+        if params.get("run_id") in (None, ""):
+            return self.calls.summary()
+        row = self._row(require_run_id(params))
+        return self.calls.of(row["parent_id"] or row["run_id"])
 
     async def run_log(self, request: Request) -> Response:
         try:
