@@ -53,6 +53,9 @@ def default_args(owner: str, retries: int) -> dict[str, Any]:
         "max_retry_delay": MAX_RETRY_DELAY,
         "retry_policy": HorizonRetryPolicy("databricks", other_retries=retries),
         "execution_timeout": TASK_TIMEOUT,
+        # Under load, finish requests already in flight before starting new ones: a task's priority
+        # grows with the steps before it, so notify > collect > submit when worker slots are scarce.
+        "weight_rule": "upstream",
         "on_failure_callback": [AlertLogNotifier(event="task_failed")],
         "on_retry_callback": [AlertLogNotifier(event="task_retry")],
     }

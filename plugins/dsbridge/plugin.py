@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from dsbridge.listeners import outcomes
+from dsbridge.listeners import outcomes, preload
 
 
 class DsbridgePlugin(AirflowPlugin):
     name = "dsbridge"
-    listeners = [outcomes]
+    listeners = [outcomes, preload]

@@ -35,6 +35,7 @@ PORT_SPAN = 13
 HIGHEST_BASE_PORT = 65535 - 11 - s3.GRPC_PORT_OFFSET
 RESULTS_BUCKET = "dsbridge-results"
 HEALTH_TIMEOUT = 180.0
+EMULATOR_CONCURRENT_RUNS = 100
 # How long `up` follows the supervisor's start-up (each of its steps is bounded on its own).
 STARTUP_TIMEOUT = 600.0
 
@@ -308,7 +309,8 @@ def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) ->
     }
     emulator_argv = [python, "-m", "dsbridge.emulator", "--host", "127.0.0.1", "--port", str(cfg.ports["emulator"])]
     emulator_argv += ["--workspace", str(cfg.notebooks), "--state", str(cfg.state_dir / "emulator")]
-    emulator_argv += ["--max-concurrent-runs", "16"]
+    # Notebooks stand in for Databricks clusters: mostly asleep, so the local machine can run many.
+    emulator_argv += ["--max-concurrent-runs", str(EMULATOR_CONCURRENT_RUNS)]
     service_argv = [python, "-m", "dsbridge.service", "--host", "127.0.0.1", "--port", str(cfg.ports["service"])]
     service_argv += ["--db", str(cfg.state_dir / "service.db")]
     found = {
