@@ -100,6 +100,12 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _expected(contract: JobContract) -> str:
+    if contract.expected_minutes is None:
+        return "not declared (`expected_minutes`); the run is polled from 0.5 s, doubling up to 90 s"
+    return f"{contract.expected_minutes:g} min; the run is polled at fractions of it"
+
+
 def doc_md(contract: JobContract) -> str:
     """The DAG's page in the Airflow UI, generated from the contract."""
     rows = [
@@ -124,6 +130,7 @@ def doc_md(contract: JobContract) -> str:
             f"- **Notebook:** `notebooks/{contract.name}/{contract.notebook_file.name}` ({contract.language})",
             f"- **Timeout:** {contract.timeout_minutes} min; at most {contract.max_concurrent_requests} "
             "requests run at once (more wait in the queue)",
+            f"- **Expected duration:** {_expected(contract)}",
             f"- **Output:** {' and '.join(produces) or 'an exit value'}",
             f"- **Callback:** `{contract.success_path}` (success), `{contract.failure_path}` (failure)",
             "",
@@ -168,6 +175,7 @@ def build_job_dag(contract: JobContract) -> DAG:
             # Rendered in the triggerer, whose supervisor answers single-XCom reads only (map_indexes).
             run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id', map_indexes=-1) }}",
             timeout=wait_timeout(contract, settings).total_seconds(),
+            expected_seconds=contract.expected_seconds,
             execution_timeout=wait_timeout(contract, settings) + WAIT_MARGIN,
             # Starts and ends in the triggerer: a notebook's failure is final, an outage is ridden
             # out inside the trigger, so there is nothing a retry could do better.

@@ -70,6 +70,8 @@ class JobContract:
     output: OutputContract
     tags: tuple[str, ...] = ()
     timeout_minutes: int = DEFAULT_TIMEOUT_MINUTES
+    # How long the notebook usually runs: `wait` polls Databricks sparsely until then.
+    expected_minutes: float | None = None
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     retries: int = DEFAULT_RETRIES
     success_path: str = DEFAULT_CALLBACK_PATH
@@ -83,6 +85,10 @@ class JobContract:
     @property
     def timeout_seconds(self) -> int:
         return self.timeout_minutes * 60
+
+    @property
+    def expected_seconds(self) -> float | None:
+        return None if self.expected_minutes is None else self.expected_minutes * 60
 
     def notebook_path(self, workspace_root: str = "") -> str:
         """The notebook's workspace path as Databricks names it (no extension)."""
@@ -234,6 +240,15 @@ def load_contract(path: Path | str) -> JobContract:
     params: dict[str, dict[str, Any]] = raw["params"]
     required = list(raw.get("required", []))
     _check_params(path, params, required)
+    timeout_minutes = raw.get("timeout_minutes", DEFAULT_TIMEOUT_MINUTES)
+    expected_minutes = raw.get("expected_minutes")
+    if expected_minutes is not None and expected_minutes > timeout_minutes:
+        raise ContractError(
+            path,
+            "expected_minutes",
+            f"{expected_minutes} is longer than the timeout ({timeout_minutes} min), so every run would time out",
+            "lower expected_minutes or raise timeout_minutes",
+        )
     callback = raw.get("callback") or {}
     return JobContract(
         name=job,
@@ -246,7 +261,8 @@ def load_contract(path: Path | str) -> JobContract:
         required=tuple(required),
         output=_output_of(path, raw["output"]),
         tags=tuple(raw.get("tags", ())),
-        timeout_minutes=raw.get("timeout_minutes", DEFAULT_TIMEOUT_MINUTES),
+        timeout_minutes=timeout_minutes,
+        expected_minutes=expected_minutes,
         max_concurrent_requests=raw.get("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS),
         retries=raw.get("retries", DEFAULT_RETRIES),
         success_path=callback.get("success_path", DEFAULT_CALLBACK_PATH),

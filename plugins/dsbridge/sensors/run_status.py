@@ -51,6 +51,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
     :param start_from_trigger: start in the triggerer and end there, with no worker at all (default).
     :param first_poll_seconds: first wait between polls; it doubles up to ``max_poll_seconds``.
+    :param expected_seconds: how long the run usually takes; polls follow fractions of it instead.
     """
 
     template_fields: Sequence[str] = ("run_id", "databricks_conn_id")
@@ -66,6 +67,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         start_from_trigger: bool = True,
         first_poll_seconds: float = 0.5,
         max_poll_seconds: float = 90.0,
+        expected_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,6 +76,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.first_poll_seconds = first_poll_seconds
         self.max_poll_seconds = max_poll_seconds
+        self.expected_seconds = expected_seconds
         self.start_from_trigger = deferrable and start_from_trigger
         if self.start_from_trigger:
             # Airflow 3.3 builds a started-from-trigger task's context from its *serialized* params,
@@ -94,6 +97,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
             "first_poll_seconds": self.first_poll_seconds,
             "max_poll_seconds": self.max_poll_seconds,
             "outage_horizon_seconds": load_settings().databricks_horizon.total_seconds(),
+            "expected_seconds": self.expected_seconds,
         }
 
     @cached_property

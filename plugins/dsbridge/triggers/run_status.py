@@ -6,7 +6,9 @@ triggerer: it decides itself and ends the task (`TaskSuccessEvent` with the run 
 `TaskFailedEvent` with the request's failure record), so waiting costs no worker process at all.
 
 Polls start sub-second and back off geometrically to a cap, so a short notebook is noticed within
-a second or two and a long one costs about a dozen API calls. While the Databricks API is down or
+a second or two. A job that declares how long its notebook usually runs (`expected_seconds`) is
+polled at fractions of that time instead (`expected_poll_delay`), so a 10-minute notebook costs
+about ten calls and its end is noticed within 5 % of its running time. While the Databricks API is down or
 busy (connection errors, 429, 5xx) the trigger keeps following the run for an outage horizon
 (`DSBRIDGE_DATABRICKS_HORIZON_MINUTES`), backing off; only then does it report the run unreachable.
 If a person kills the waiting task (mark failed, clear), `on_kill` cancels the Databricks run; a
@@ -44,6 +46,33 @@ def poll_delays(first: float, factor: float, cap: float) -> Iterator[float]:
     while True:
         yield delay
         delay = min(delay * factor, cap)
+
+
+# When to poll a run expected to take E seconds, as fractions of E since the run started: sparse
+# while it should be running, dense around E; then every 10 % of the running time so far.
+EXPECTED_POLL_FRACTIONS = (0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.1)
+OVERRUN_POLL_SHARE = 0.1
+
+
+def expected_poll_delay(elapsed: float, expected: float, floor: float, cap: float) -> float:
+    """The wait before the next poll of a run `elapsed` seconds in, expected to take `expected`.
+
+    Counting from the run's own start (not the trigger's) keeps the schedule when a restarted
+    triggerer re-attaches. A run past its last fraction is polled every 10 % of its running time,
+    at most every max(cap, 5 % of expected), so its end is still noticed within 10 %.
+    """
+    for fraction in EXPECTED_POLL_FRACTIONS:
+        due = fraction * expected
+        if due > elapsed:
+            return max(floor, due - elapsed)
+    return max(floor, min(OVERRUN_POLL_SHARE * elapsed, max(cap, 0.05 * expected)))
+
+
+def run_elapsed(run: dict[str, Any], now: float, fallback_start: float) -> float:
+    """Seconds since the run started (Databricks' `start_time`, epoch ms), else since `fallback_start`."""
+    start_ms = run.get("start_time") or 0
+    start = start_ms / 1000 if isinstance(start_ms, int | float) and 0 < start_ms / 1000 <= now else fallback_start
+    return max(0.0, now - start)
 
 
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +184,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         retry_limit: int = 5,
         retry_delay: float = 1.0,
         outage_horizon_seconds: float = 1800.0,
+        expected_seconds: float | None = None,
         end_task: bool = False,
     ) -> None:
         super().__init__()
@@ -168,6 +198,8 @@ class DatabricksRunStatusTrigger(BaseTrigger):
             raise ValueError("retry_limit must be >= 1")
         if not outage_horizon_seconds > 0:
             raise ValueError("outage_horizon_seconds must be > 0")
+        if expected_seconds is not None and not expected_seconds > 0:
+            raise ValueError("expected_seconds must be > 0 (or None)")
         self.run_id = run_id
         self.databricks_conn_id = databricks_conn_id
         self.first_poll_seconds = first_poll_seconds
@@ -176,6 +208,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         self.retry_limit = retry_limit
         self.retry_delay = retry_delay
         self.outage_horizon_seconds = outage_horizon_seconds
+        self.expected_seconds = expected_seconds
         self.end_task = end_task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -190,6 +223,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
                 "retry_limit": self.retry_limit,
                 "retry_delay": self.retry_delay,
                 "outage_horizon_seconds": self.outage_horizon_seconds,
+                "expected_seconds": self.expected_seconds,
                 "end_task": self.end_task,
             },
         )
@@ -245,6 +279,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         """Poll until the run is terminal (its summary), or Databricks refuses or stays down."""
         hook = self._hook()
         delays = poll_delays(self.first_poll_seconds, self.poll_backoff, self.max_poll_seconds)
+        followed_since = time.time()
         async with hook:
             polls = 0
             down_since: float | None = None
@@ -277,9 +312,15 @@ class DatabricksRunStatusTrigger(BaseTrigger):
                     details = {} if state.is_successful else await failure_details(hook, run)
                     self.log.info("Run %s is %s after %d polls", run_id, state, polls)
                     return {"status": TERMINAL_EVENT, "polls": polls, "run": run_summary(run), **details}
-                delay = next(delays)
+                delay = self._next_delay(run, delays, followed_since)
                 self.log.debug("Run %s is %s; next poll in %.1fs", run_id, state, delay)
                 await asyncio.sleep(delay)
+
+    def _next_delay(self, run: dict[str, Any], delays: Iterator[float], followed_since: float) -> float:
+        if self.expected_seconds is None:
+            return next(delays)
+        elapsed = run_elapsed(run, time.time(), followed_since)
+        return expected_poll_delay(elapsed, self.expected_seconds, self.first_poll_seconds, self.max_poll_seconds)
 
     async def _cancel(self) -> str:
         try:

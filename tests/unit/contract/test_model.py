@@ -42,6 +42,7 @@ def test_example_contract_fields(job_dir: Path):
     assert contract.required == ("merchant_id",)
     assert contract.output.result_file == "curve.json"
     assert contract.timeout_seconds == 20 * 60
+    assert contract.expected_minutes is None and contract.expected_seconds is None
     assert contract.notebook_path("/Repos/ds") == "/Repos/ds/merchant_threshold/merchant_threshold"
 
 
@@ -51,6 +52,9 @@ def test_example_contract_fields(job_dir: Path):
         (lambda r: r.pop("owner"), "owner", "owning team"),
         (lambda r: r.update(timeout_minutes="soon"), "timeout_minutes", "whole number of minutes"),
         (lambda r: r.update(timeout_minutes=0), "timeout_minutes", "between 1 and 2880"),
+        (lambda r: r.update(expected_minutes=0), "expected_minutes", "usually runs"),
+        (lambda r: r.update(expected_minutes="ten"), "expected_minutes", "usually runs"),
+        (lambda r: r.update(expected_minutes=25), "expected_minutes", "raise timeout_minutes"),
         (lambda r: r.update(colour="blue"), "colour", "remove or rename"),
         (lambda r: r.update(compute={}), "compute", "exactly one of"),
         (
@@ -128,3 +132,12 @@ def test_hostile_contract_files_are_refused_clearly(job_dir: Path, content: byte
     path.write_bytes(content)
     with pytest.raises(ContractError, match=problem):
         load_contract(path)
+
+
+def test_expected_minutes_may_be_a_fraction_and_reaches_the_wait_task(job_dir: Path):
+    from dsbridge.dag_factory import build_job_dag
+
+    contract = load_contract(rewrite(job_dir, lambda r: r.update(expected_minutes=0.5)))
+    assert contract.expected_seconds == 30
+    wait = build_job_dag(contract).get_task("wait")
+    assert wait.start_trigger_args.trigger_kwargs["expected_seconds"] == 30

@@ -9,7 +9,12 @@ from unittest import mock
 import pytest
 from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
 
-from dsbridge.triggers.run_status import DatabricksRunStatusTrigger, poll_delays
+from dsbridge.triggers.run_status import (
+    DatabricksRunStatusTrigger,
+    expected_poll_delay,
+    poll_delays,
+    run_elapsed,
+)
 
 HOOK = "dsbridge.triggers.run_status.DatabricksHook"
 
@@ -57,6 +62,7 @@ def test_serialize_round_trip():
         {"run_id": 1, "first_poll_seconds": 0},
         {"run_id": 1, "poll_backoff": 0.5},
         {"run_id": 1, "outage_horizon_seconds": 0},
+        {"run_id": 1, "expected_seconds": 0},
     ],
 )
 def test_rejects_bad_arguments(kwargs):
@@ -254,3 +260,92 @@ def test_in_the_triggerer_the_xcoms_are_written_through_the_task_sdk():
     (call,) = aset.await_args_list
     assert call.args[0] == "dsbridge_error" and call.args[1]["code"] == "notebook_failed"
     assert call.kwargs == {"dag_id": "job", "task_id": "wait", "run_id": "req-1", "map_index": -1}
+
+
+class SimulatedRun:
+    """A Databricks run that started at `started` (epoch s) and ends after `duration` seconds.
+
+    `runs/get` answers from a clock that only the trigger's sleeps move, so the test sees exactly
+    when the trigger noticed the end and how many calls it took.
+    """
+
+    def __init__(self, duration: float, started: float = 1_800_000_000.0, joined_after: float = 0.0) -> None:
+        self.duration = duration
+        self.started = started
+        self.now = started + joined_after
+        self.polls = 0
+        self.noticed_at: float | None = None
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+    async def get_run(self, run_id: int) -> dict:
+        self.polls += 1
+        assert self.polls < 100, "the trigger never noticed the end"
+        ended = self.now - self.started >= self.duration
+        answer = run_answer("TERMINATED", "SUCCESS") if ended else run_answer("RUNNING")
+        answer["start_time"] = int(self.started * 1000)
+        if ended:
+            self.noticed_at = self.now - self.started
+        return answer
+
+
+def follow_simulated(run: SimulatedRun, expected_seconds: float | None) -> SimulatedRun:
+    trigger = DatabricksRunStatusTrigger(run_id=77, expected_seconds=expected_seconds)
+    with (
+        mock.patch(HOOK) as hook_cls,
+        mock.patch("asyncio.sleep", new=run.sleep),
+        mock.patch("dsbridge.triggers.run_status.time.time", new=run.time),
+    ):
+        fake_hook(hook_cls, []).a_get_run = mock.AsyncMock(side_effect=run.get_run)
+        (event,) = asyncio.run(collect(trigger))
+    assert event.payload["status"] == "terminal" and event.payload["polls"] == run.polls
+    return run
+
+
+def test_a_ten_minute_notebook_expected_to_take_ten_minutes_costs_ten_polls_and_little_lag():
+    run = follow_simulated(SimulatedRun(duration=600.3), expected_seconds=600)
+    # With runs/submit and collect's runs/get-output, the request makes at most 12 calls.
+    assert run.polls <= 10
+    assert run.noticed_at is not None and run.noticed_at - 600.3 <= 0.05 * 600
+
+
+def test_without_an_expectation_a_ten_minute_notebook_costs_more_and_is_noticed_later():
+    run = follow_simulated(SimulatedRun(duration=600.3), expected_seconds=None)
+    assert run.polls > 10
+    assert run.noticed_at is not None and run.noticed_at - 600.3 > 0.05 * 600
+
+
+@pytest.mark.parametrize("duration", [900.0, 1500.0, 3000.0])
+def test_a_run_past_its_expected_time_is_still_noticed_within_ten_percent(duration):
+    run = follow_simulated(SimulatedRun(duration=duration), expected_seconds=600)
+    assert run.noticed_at is not None and run.noticed_at - duration <= 0.1 * duration + 0.5
+
+
+def test_a_run_that_fails_early_is_noticed_at_the_next_fraction():
+    run = follow_simulated(SimulatedRun(duration=40), expected_seconds=600)
+    assert run.noticed_at == pytest.approx(0.25 * 600)
+    assert run.polls == 3  # at once, at 5 % and at 25 % of the expected time
+
+
+def test_a_re_attached_trigger_keeps_the_schedule_of_the_runs_own_start():
+    """A triggerer that restarts 400 s into the run polls next at 450 s (75 %), not 400 + 30 s."""
+    run = follow_simulated(SimulatedRun(duration=445, joined_after=400), expected_seconds=600)
+    assert run.noticed_at == pytest.approx(450)
+    assert run.polls == 2
+
+
+def test_expected_delays_never_fall_below_the_first_poll_delay():
+    assert expected_poll_delay(299.9, 600, 0.5, 90) == 0.5
+    assert expected_poll_delay(0, 600, 0.5, 90) == 30
+    assert expected_poll_delay(10_000, 600, 0.5, 90) == 90
+
+
+def test_a_run_without_a_start_time_counts_from_when_the_trigger_began_following():
+    assert run_elapsed({"start_time": 0}, now=1000.0, fallback_start=990.0) == 10.0
+    assert run_elapsed({"start_time": 2_000_000 * 1000}, now=1000.0, fallback_start=990.0) == 10.0  # future
+    assert run_elapsed({"start_time": 900_000}, now=1000.0, fallback_start=990.0) == 100.0
