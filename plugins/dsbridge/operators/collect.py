@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from airflow.sdk import BaseOperator
 from jsonschema import Draft202012Validator
@@ -26,6 +25,7 @@ from jsonschema import Draft202012Validator
 from dsbridge.callback.event import ErrorCode
 from dsbridge.contract import JobContract, OutputContract
 from dsbridge.outcome import fail_request, failing_request_on_error
+from dsbridge.s3 import DsbridgeS3Hook
 from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, load_settings, parse_s3_uri
 
 EXIT_VALUE_FILE = "exit_value.json"
@@ -135,8 +135,8 @@ class CollectNotebookOutputOperator(BaseOperator):
         return DatabricksHook(self.databricks_conn_id, caller=type(self).__name__)
 
     @cached_property
-    def s3_hook(self) -> S3Hook:
-        return S3Hook(aws_conn_id=self.aws_conn_id)
+    def s3_hook(self) -> DsbridgeS3Hook:
+        return DsbridgeS3Hook(aws_conn_id=self.aws_conn_id, caller=type(self).__name__)
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]

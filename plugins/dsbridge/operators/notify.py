@@ -24,7 +24,6 @@ from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import quote
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import BaseHook
@@ -48,6 +47,7 @@ from dsbridge.operators.submit import LIVE_STATES, active_runs_named, life_cycle
 from dsbridge.outcome import ERROR_XCOM_KEY, TRACKED_TASKS
 from dsbridge.request import Request, attempt_of, run_name
 from dsbridge.retry import GAVE_UP_KEY, Transient
+from dsbridge.s3 import DsbridgeS3Hook
 from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, SERVICE_CONN_ID, load_settings
 
 EVENT_KEY = "event"
@@ -181,7 +181,7 @@ class CallbackOperator(HttpOperator):
 
     @cached_property
     def s3_client(self) -> Any:
-        return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+        return DsbridgeS3Hook(aws_conn_id=self.aws_conn_id, caller=type(self).__name__).get_conn()
 
     def execute(self, context: Any) -> Any:
         record = self.record(context)

@@ -21,7 +21,6 @@ import time
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -31,6 +30,7 @@ from dsbridge.ledger import Ownership, RequestLedger
 from dsbridge.outcome import fail_request, failing_request_on_error
 from dsbridge.request import Request, request_of, run_name
 from dsbridge.retry import Transient
+from dsbridge.s3 import DsbridgeS3Hook
 from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, load_settings
 
 # Databricks keeps idempotency tokens of up to 64 characters.
@@ -138,8 +138,8 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
         self.aws_conn_id = aws_conn_id
 
     @cached_property
-    def s3_hook(self) -> S3Hook:
-        return S3Hook(aws_conn_id=self.aws_conn_id)
+    def s3_hook(self) -> DsbridgeS3Hook:
+        return DsbridgeS3Hook(aws_conn_id=self.aws_conn_id, caller=type(self).__name__)
 
     def execute(self, context: Any) -> Any:
         try:

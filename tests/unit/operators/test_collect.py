@@ -41,7 +41,7 @@ def run_collect(contract, context_factory, *, exit_value, curve=GOOD_CURVE, trun
     body = curve if isinstance(curve, bytes) else json.dumps(curve).encode()
     with (
         mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
-        mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
+        mock.patch("dsbridge.operators.collect.DsbridgeS3Hook") as s3_cls,
     ):
         db_cls.return_value.get_run_output.return_value = {
             "notebook_output": {"result": exit_value, "truncated": truncated}
@@ -125,7 +125,7 @@ def test_a_file_that_grew_after_head_is_refused_without_reading_it_all(contract,
     huge = CountingBody(b"[" + b"1," * (3 * 1024 * 1024) + b"1]")
     with (
         mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
-        mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
+        mock.patch("dsbridge.operators.collect.DsbridgeS3Hook") as s3_cls,
         pytest.raises(AirflowFailException, match="over its limit of 1048576"),
     ):
         db_cls.return_value.get_run_output.return_value = {"notebook_output": {"result": json.dumps(GOOD_EXIT)}}
@@ -148,7 +148,7 @@ def test_unreachable_s3_is_retryable(contract, context_factory):
     context = context_factory("collect", pulls=pulls())
     with (
         mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
-        mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
+        mock.patch("dsbridge.operators.collect.DsbridgeS3Hook") as s3_cls,
         pytest.raises(Transient, match="could not read the output: connection refused"),
     ):
         db_cls.return_value.get_run_output.return_value = {"notebook_output": {"result": json.dumps(GOOD_EXIT)}}
@@ -166,7 +166,7 @@ def test_a_permanent_s3_error_is_not_retried_for_the_horizon(contract, context_f
     denied = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
     with (
         mock.patch("dsbridge.operators.collect.DatabricksHook") as db_cls,
-        mock.patch("dsbridge.operators.collect.S3Hook") as s3_cls,
+        mock.patch("dsbridge.operators.collect.DsbridgeS3Hook") as s3_cls,
         pytest.raises(Exception, match="could not read the output") as caught,
     ):
         db_cls.return_value.get_run_output.return_value = {"notebook_output": {"result": json.dumps(GOOD_EXIT)}}
