@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e setup r clean bench
+.PHONY: demo test lint typecheck unit e2e setup r clean bench bench-load
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,26 +36,36 @@ test: $(STAMP) r lint typecheck
 demo: $(STAMP) r
 	$(BIN)/dsbridge demo
 
-# dsbridge next to the usual wiring, on a stack of its own (docs/performance.md): a 1-request run and
-# a 20-request run 10 at a time, then the doc's figures. BENCH_DATABASE_URL picks Airflow's database.
+# dsbridge next to the usual wiring, on a stack of its own (docs/performance.md): 5 requests one at a time and
+# a 20-request run 10 at a time, then the doc's figures. `make bench-load` (about 15 minutes more) measures the
+# load targets: 100 requests at once, and one 10-minute notebook. BENCH_DATABASE_URL picks Airflow's database.
 BENCH_STATE        ?= .dsbridge/bench
 BENCH_BASE_PORT    ?= 29080
 BENCH_DATABASE_URL ?=
 BENCH_RESULTS      ?= benchmarks/results
 BENCH_CHART        ?= docs/images/bench-overhead.png
 BENCH_DOC          ?= docs/performance.md
+BENCH_RUNS         := single concurrent concurrent100 notebook600
 BENCH_STACK = --state-dir $(BENCH_STATE) --base-port $(BENCH_BASE_PORT)
 BENCH = $(BIN)/dsbridge bench $(BENCH_STACK) --notebook-seconds 5 --keep \
 	$(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
+BENCH_FIGURES = $(BIN)/python benchmarks/performance_doc.py --doc $(BENCH_DOC) \
+	$(foreach run,$(BENCH_RUNS),$(wildcard $(BENCH_RESULTS)/$(run).json))
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
-	$(BENCH) --requests 1 --concurrency 1 --json $(BENCH_RESULTS)/single.json \
+	$(BENCH) --requests 5 --concurrency 1 --json $(BENCH_RESULTS)/single.json \
 	  && $(BENCH) --requests 20 --concurrency 10 --json $(BENCH_RESULTS)/concurrent.json \
 	     --chart $(BENCH_CHART); \
 	status=$$?; $(BIN)/dsbridge down $(BENCH_STACK); test $$status -eq 0
-	$(BIN)/python benchmarks/performance_doc.py $(BENCH_RESULTS)/single.json $(BENCH_RESULTS)/concurrent.json \
-	  --doc $(BENCH_DOC)
+	$(BENCH_FIGURES)
+
+bench-load: $(STAMP)
+	$(BENCH) --requests 100 --concurrency 100 --paths dsbridge --json $(BENCH_RESULTS)/concurrent100.json \
+	  && $(BENCH) --job bench_sleep_10min --notebook-seconds 600 --requests 1 --concurrency 1 --warmup 0 \
+	     --paths dsbridge --json $(BENCH_RESULTS)/notebook600.json; \
+	status=$$?; $(BIN)/dsbridge down $(BENCH_STACK); test $$status -eq 0
+	$(BENCH_FIGURES)
 
 clean:
 	rm -rf $(VENV) .dsbridge .pytest_cache .mypy_cache .ruff_cache

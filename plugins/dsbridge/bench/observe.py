@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from dsbridge.bench.stack import BASELINE_DAG, BENCH_JOB, admin_client
+from dsbridge.bench.stack import BASELINE_DAG, admin_client
 from dsbridge.client import AirflowClient
 from dsbridge.request import run_name
 
@@ -34,9 +34,9 @@ MAX_RUN_PAGES = 400
 PAGE = 100
 
 
-def databricks_run_name(path: str, request_id: str) -> str:
-    """The run name each path gives the Databricks runs of a request."""
-    return run_name(BENCH_JOB, request_id) if path == "dsbridge" else f"{BASELINE_DAG} {request_id}"
+def databricks_run_name(dag_id: str, request_id: str) -> str:
+    """The run name each path gives the Databricks runs of a request (dsbridge's: `run_name`)."""
+    return f"{BASELINE_DAG} {request_id}" if dag_id == BASELINE_DAG else run_name(dag_id, request_id)
 
 
 def count_worker_starts(log_dir: Path) -> int:

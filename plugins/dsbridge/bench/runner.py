@@ -29,7 +29,7 @@ import httpx
 
 from dsbridge.bench.observe import SlotSampler, Sources, databricks_run_name
 from dsbridge.bench.records import PATHS, Observation, build_record, summarize
-from dsbridge.bench.stack import BASELINE_DAG, BENCH_JOB, bring_up, wait_for_dags
+from dsbridge.bench.stack import BASELINE_DAG, BENCH_JOB, bench_jobs, bring_up, wait_for_dags
 from dsbridge.client import AirflowApiError
 from dsbridge.stack.stack import REPO, StackConfig, down
 
@@ -37,7 +37,6 @@ Progress = Callable[[str], None]
 T = TypeVar("T")
 # What a read of a busy or restarting stack may raise; the bench reads again on its next round.
 READ_ERRORS = (httpx.HTTPError, AirflowApiError)
-DAG_OF = {"dsbridge": BENCH_JOB, "baseline": BASELINE_DAG}
 TERMINAL = ("success", "failed")
 MAX_TRIGGER_THREADS = 8
 RUN_STATE_CHECK_SECONDS = 5.0
@@ -54,6 +53,7 @@ class Plan:
     concurrency: int
     notebook_seconds: float
     paths: tuple[str, ...] = PATHS
+    job: str = BENCH_JOB
     warmup: int = 1
     request_timeout: float = 900.0
     ended_grace: float = 30.0
@@ -66,6 +66,8 @@ class Plan:
             raise ValueError(f"--concurrency {self.concurrency}: give 1..200 (the bench job admits 200 at once)")
         if not 0 <= self.notebook_seconds <= 1200:
             raise ValueError(f"--notebook-seconds {self.notebook_seconds}: give 0..1200 (the job's maximum)")
+        if self.job not in bench_jobs():
+            raise ValueError(f"--job {self.job}: give one of {', '.join(bench_jobs())} (folders of benchmarks/jobs)")
         unknown = [p for p in self.paths if p not in PATHS]
         if unknown or not self.paths or len(set(self.paths)) != len(self.paths):
             raise ValueError(f"--paths {','.join(self.paths)}: give one or both of {','.join(PATHS)}, each once")
@@ -73,6 +75,10 @@ class Plan:
             raise ValueError(f"--warmup {self.warmup}: give 0..20")
         if self.request_timeout < 10:
             raise ValueError(f"--request-timeout {self.request_timeout}: give at least 10 seconds")
+
+    def dag_of(self, path: str) -> str:
+        """The DAG a path triggers: the bench job's own, or the usual wiring's."""
+        return self.job if path == "dsbridge" else BASELINE_DAG
 
     def phase_timeout(self, count: int, concurrency: int) -> float:
         """The most one phase may take: every wave of requests timing out, plus a margin."""
@@ -95,7 +101,7 @@ def run_phase(
     sources: Sources, path: str, plan: Plan, prefix: str, count: int, concurrency: int, progress: Progress
 ) -> list[Observation]:
     """Trigger `count` requests, at most `concurrency` in flight; return one observation each."""
-    dag_id = DAG_OF[path]
+    dag_id = plan.dag_of(path)
     conf = {"seconds": plan.notebook_seconds}
     observations = {f"{prefix}-{i:04d}": Observation(path, dag_id, f"{prefix}-{i:04d}") for i in range(1, count + 1)}
     waiting = deque(observations)
@@ -186,7 +192,6 @@ def collect(sources: Sources, observations: list[Observation], prefix: str, sinc
     if not observations:
         return
     dag_id = observations[0].dag_id
-    path = observations[0].path
     runs = wait_runs_ended(sources, observations, prefix)
     time.sleep(SETTLE_PAUSE)
     events = sources.events(dag_id)
@@ -198,7 +203,7 @@ def collect(sources: Sources, observations: list[Observation], prefix: str, sinc
             obs.task_instances = sources.task_instances(dag_id, obs.request_id)
             task_ids = [ti["task_id"] for ti in obs.task_instances]
             obs.worker_executions = sources.worker_executions(dag_id, obs.request_id, task_ids)
-        obs.databricks_runs = databricks.get(databricks_run_name(path, obs.request_id), [])
+        obs.databricks_runs = databricks.get(databricks_run_name(obs.dag_id, obs.request_id), [])
         obs.api_calls = sources.api_calls([int(run["run_id"]) for run in obs.databricks_runs])
 
 
@@ -239,7 +244,7 @@ def run_bench(plan: Plan, cfg: StackConfig, *, keep: bool, progress: Progress = 
     started_at, measured_on = datetime.now(UTC), machine()
     stack, started = bring_up(cfg, progress)
     try:
-        wait_for_dags(stack, [DAG_OF[path] for path in plan.paths])
+        wait_for_dags(stack, [plan.dag_of(path) for path in plan.paths])
         sources = Sources(stack, cfg.state_dir / "airflow" / "logs")
         try:
             paths = {path: _measure(sources, path, plan, progress) for path in plan.paths}

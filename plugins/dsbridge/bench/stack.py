@@ -96,6 +96,11 @@ def admin_client(stack: dict[str, Any]) -> AirflowClient:
     return AirflowClient(stack["airflow"]["url"], admin["username"], admin["password"])
 
 
+def bench_jobs() -> list[str]:
+    """The jobs the bench stack serves: the folders of `benchmarks/jobs` with a contract."""
+    return sorted(path.parent.name for path in BENCH_JOBS.glob("*/job.yaml"))
+
+
 def wait_for_dags(stack: dict[str, Any], dag_ids: list[str], timeout: float = DAGS_READY_TIMEOUT) -> None:
     """Bounded wait until the DAG processor has serialised every DAG the bench triggers."""
     deadline = time.monotonic() + timeout

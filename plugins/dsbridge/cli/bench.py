@@ -10,7 +10,7 @@ from pathlib import Path
 from dsbridge.bench.records import PATHS, all_well
 from dsbridge.bench.report import table, write_json
 from dsbridge.bench.runner import Plan, run_bench
-from dsbridge.bench.stack import DEFAULT_BASE_PORT, DEFAULT_STATE_DIR, bench_config
+from dsbridge.bench.stack import BENCH_JOB, DEFAULT_BASE_PORT, DEFAULT_STATE_DIR, bench_config
 from dsbridge.stack.stack import StackError
 
 
@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         notebook_seconds=args.notebook_seconds,
         paths=tuple(p.strip() for p in args.paths.split(",") if p.strip()),
+        job=args.job,
         warmup=args.warmup,
         request_timeout=args.request_timeout,
     )
@@ -66,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--requests", type=int, default=20, help="requests per path (default 20)")
     parser.add_argument("--concurrency", type=int, default=10, help="requests in flight at once (default 10)")
     parser.add_argument("--notebook-seconds", type=float, default=5.0, help="how long the notebook sleeps (default 5)")
+    parser.add_argument(
+        "--job",
+        default=BENCH_JOB,
+        help=f"the dsbridge path's job, a folder of benchmarks/jobs (default {BENCH_JOB}; bench_sleep_10min "
+        "declares expected_minutes: 10, for --notebook-seconds 600)",
+    )
     parser.add_argument(
         "--paths",
         default=",".join(PATHS),

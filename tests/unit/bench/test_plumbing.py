@@ -46,8 +46,9 @@ def test_worker_starts_are_counted_per_attempt_log(tmp_path: Path) -> None:
 
 
 def test_run_names_follow_each_path() -> None:
-    assert databricks_run_name("dsbridge", "r-1") == "dsbridge bench_sleep r-1"
-    assert databricks_run_name("baseline", "r-1") == "bench_sleep_baseline r-1"
+    assert databricks_run_name("bench_sleep", "r-1") == "dsbridge bench_sleep r-1"
+    assert databricks_run_name("bench_sleep_10min", "r-1") == "dsbridge bench_sleep_10min r-1"
+    assert databricks_run_name("bench_sleep_baseline", "r-1") == "bench_sleep_baseline r-1"
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,8 @@ def test_run_names_follow_each_path() -> None:
         ({"paths": ()}, "--paths"),
         ({"warmup": 50}, "--warmup"),
         ({"request_timeout": 1}, "--request-timeout"),
+        ({"job": "../notebooks/merchant_threshold"}, "--job"),
+        ({"job": "merchant_threshold"}, "--job"),
     ],
 )
 def test_plan_names_the_option_out_of_range(change: dict, message: str) -> None:
