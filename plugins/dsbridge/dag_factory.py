@@ -102,7 +102,7 @@ def _cell(text: Any) -> str:
 
 def _expected(contract: JobContract) -> str:
     if contract.expected_minutes is None:
-        return "not declared (`expected_minutes`); the run is polled from 0.5 s, doubling up to 90 s"
+        return "not declared (`expected_minutes`); the run is polled from 0.5 s, growing by half up to 90 s"
     return f"{contract.expected_minutes:g} min; the run is polled at fractions of it"
 
 

@@ -50,7 +50,7 @@ class DatabricksRunStatusSensor(BaseSensorOperator):
     :param databricks_conn_id: the Databricks connection.
     :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
     :param start_from_trigger: start in the triggerer and end there, with no worker at all (default).
-    :param first_poll_seconds: first wait between polls; it doubles up to ``max_poll_seconds``.
+    :param first_poll_seconds: first wait between polls; it grows by half up to ``max_poll_seconds``.
     :param expected_seconds: how long the run usually takes; polls follow fractions of it instead.
     """
 

@@ -179,7 +179,7 @@ class DatabricksRunStatusTrigger(BaseTrigger):
         run_id: int | str,
         databricks_conn_id: str = DATABRICKS_CONN_ID,
         first_poll_seconds: float = 0.5,
-        poll_backoff: float = 2.0,
+        poll_backoff: float = 1.5,
         max_poll_seconds: float = 90.0,
         retry_limit: int = 5,
         retry_delay: float = 1.0,
