@@ -83,3 +83,14 @@ def test_cli_defaults() -> None:
     assert args.paths == "dsbridge,baseline"
     assert args.json is None and args.chart is None and args.keep is False
     assert args.state_dir.parts[-2:] == (".dsbridge", "bench")
+
+
+def test_the_bench_jobs_are_valid_contracts_and_the_long_one_declares_ten_minutes() -> None:
+    from dsbridge.bench.stack import bench_jobs
+    from dsbridge.contract import discover_contracts
+
+    contracts, errors = discover_contracts(BENCH_JOBS)
+    assert errors == []
+    assert bench_jobs() == sorted(c.name for c in contracts) == ["bench_sleep", "bench_sleep_10min"]
+    expected = {c.name: c.expected_minutes for c in contracts}
+    assert expected == {"bench_sleep": None, "bench_sleep_10min": 10}
