@@ -5,10 +5,11 @@ LocalExecutor worker forked from the scheduler, a dag-processor or triggerer chi
 inherits the modules its parent had imported, so importing the job DAGs' operators, hooks and
 providers once in the parent saves each task process about half a second of CPU -- on a 2-core
 machine, a large share of a request's cost (docs/performance.md). So does parsing botocore's S3
-model files once (`dsbridge.s3.warm_s3_models`), which every task that touches S3 needs. `on_starting` runs in every
-Airflow job (scheduler, triggerer, dag-processor) before it starts forking; the API server, which
-runs no tasks, is not one. Each task process calls it again at its start, where there is nothing
-left to gain: it is skipped there.
+model files once (`dsbridge.s3.warm_s3_models`), which every task that touches S3 needs.
+
+`on_starting` runs in every Airflow job (scheduler, triggerer, dag-processor) before it starts
+forking; the API server, which runs no tasks, is not one. Each task process calls it again at its
+start, where there is nothing left to gain: it is skipped there.
 """
 
 from __future__ import annotations

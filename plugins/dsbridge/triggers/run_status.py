@@ -8,12 +8,14 @@ triggerer: it decides itself and ends the task (`TaskSuccessEvent` with the run 
 Polls start sub-second and back off geometrically to a cap, so a short notebook is noticed within
 a second or two. A job that declares how long its notebook usually runs (`expected_seconds`) is
 polled at fractions of that time instead (`expected_poll_delay`), so a 10-minute notebook costs
-about ten calls and its end is noticed within 5 % of its running time. While the Databricks API is down or
-busy (connection errors, 429, 5xx) the trigger keeps following the run for an outage horizon
-(`DSBRIDGE_DATABRICKS_HORIZON_MINUTES`), backing off; only then does it report the run unreachable.
-If a person kills the waiting task (mark failed, clear), `on_kill` cancels the Databricks run; a
-triggerer that stops or crashes does not (Airflow calls `on_kill` only for user actions), and the
-trigger re-attaches to the run when a triggerer picks it up again.
+about ten calls and its end is noticed within 5 % of its running time.
+
+While the Databricks API is down or busy (connection errors, 429, 5xx) the trigger keeps
+following the run for an outage horizon (`DSBRIDGE_DATABRICKS_HORIZON_MINUTES`), backing off; only
+then does it report the run unreachable. If a person kills the waiting task (mark failed, clear),
+`on_kill` cancels the Databricks run; a triggerer that stops or crashes does not (Airflow calls
+`on_kill` only for user actions), and the trigger re-attaches to the run when a triggerer picks it
+up again.
 """
 
 from __future__ import annotations
