@@ -95,6 +95,7 @@ def test_its_figures_are_sane(bench: tuple[int, dict[str, Any], str], path: str)
     assert summary["overhead_s"]["p50"] >= 0
     assert summary["throughput_per_min"] > 0
     assert summary["peak_worker_slots"] >= 1
+    assert summary["component_restarts"] == {}  # read from the supervisor's status.json: nothing died
     for record in summary["records"]:
         assert set(record) >= RECORD_KEYS
         assert record["completed"] and record["callbacks"] == 1 and record["last_state"] is None

@@ -129,7 +129,23 @@ def _known(records: list[dict[str, Any]], key: str) -> list[float]:
     return [r[key] for r in records if r.get(key) is not None]
 
 
-def summarize(records: list[dict[str, Any]], peak_worker_slots: int | None) -> dict[str, Any]:
+def restarts_between(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, int] | None:
+    """Restarts per component between two supervisor `status.json` reads (None: not readable)."""
+    if not before or not after:
+        return None
+
+    def counts(status: dict[str, Any]) -> dict[str, int]:
+        return {name: int(part.get("restarts") or 0) for name, part in status.get("components", {}).items()}
+
+    first, last = counts(before), counts(after)
+    return {name: n - first.get(name, 0) for name, n in sorted(last.items()) if n > first.get(name, 0)}
+
+
+def summarize(
+    records: list[dict[str, Any]],
+    peak_worker_slots: int | None,
+    component_restarts: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """One path's figures; `records` are `build_record` results (kept under `records`)."""
     completed = [r for r in records if r["completed"]]
     triggers = [t for r in records if (t := parse_time(r["triggered_at"])) is not None]
@@ -151,6 +167,8 @@ def summarize(records: list[dict[str, Any]], peak_worker_slots: int | None) -> d
         "worker_executions_per_request": median_max(_known(records, "worker_executions")),
         "throughput_per_min": per_minute(len(completed), span),
         "peak_worker_slots": peak_worker_slots,
+        # Components the stack's supervisor restarted during the phase ({}: none; None: unknown).
+        "component_restarts": component_restarts,
         "records": records,
     }
 

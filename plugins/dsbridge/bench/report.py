@@ -36,7 +36,14 @@ ROWS: list[Row] = [
     ("worker executions / request (median / max)", lambda s: _pair(s["worker_executions_per_request"], 0)),
     ("throughput (requests / min)", lambda s: _num(s["throughput_per_min"])),
     ("peak worker slots (sampled every 0.5 s)", lambda s: str(s["peak_worker_slots"])),
+    ("stack components restarted during the run", lambda s: _restarts(s.get("component_restarts"))),
 ]
+
+
+def _restarts(restarts: dict[str, int] | None) -> str:
+    if restarts is None:
+        return "not recorded"
+    return ", ".join(f"{name} {n}x" for name, n in restarts.items()) or "none"
 
 
 def _paths(report: dict[str, Any]) -> list[str]:

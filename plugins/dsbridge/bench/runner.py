@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 import httpx
 
 from dsbridge.bench.observe import SlotSampler, Sources, databricks_run_name
-from dsbridge.bench.records import PATHS, Observation, build_record, summarize
+from dsbridge.bench.records import PATHS, Observation, build_record, restarts_between, summarize
 from dsbridge.bench.stack import BASELINE_DAG, BENCH_JOB, bench_jobs, bring_up, wait_for_dags
 from dsbridge.client import AirflowApiError
+from dsbridge.stack.control import read_status
 from dsbridge.stack.stack import REPO, StackConfig, down
 
 Progress = Callable[[str], None]
@@ -247,7 +248,7 @@ def run_bench(plan: Plan, cfg: StackConfig, *, keep: bool, progress: Progress = 
         wait_for_dags(stack, [plan.dag_of(path) for path in plan.paths])
         sources = Sources(stack, cfg.state_dir / "airflow" / "logs")
         try:
-            paths = {path: _measure(sources, path, plan, progress) for path in plan.paths}
+            paths = {path: _measure(sources, path, plan, progress, cfg.state_dir) for path in plan.paths}
         finally:
             sources.close()
     finally:
@@ -267,7 +268,7 @@ def run_bench(plan: Plan, cfg: StackConfig, *, keep: bool, progress: Progress = 
     }
 
 
-def _measure(sources: Sources, path: str, plan: Plan, progress: Progress) -> dict[str, Any]:
+def _measure(sources: Sources, path: str, plan: Plan, progress: Progress, state_dir: Path) -> dict[str, Any]:
     stamp = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}-{path}"
     if plan.warmup:
         progress(f"{path}: {plan.warmup} warm-up request(s), not measured…")
@@ -275,8 +276,10 @@ def _measure(sources: Sources, path: str, plan: Plan, progress: Progress) -> dic
         wait_runs_ended(sources, warm, f"{stamp}-warm")
     progress(f"{path}: {plan.requests} request(s), {plan.concurrency} at a time, notebook {plan.notebook_seconds:g}s…")
     since_ms = _now_ms() - 5_000
+    status_before = read_status(state_dir)
     with SlotSampler(sources) as sampler:
         observations = run_phase(sources, path, plan, f"{stamp}-req", plan.requests, plan.concurrency, progress)
         collect(sources, observations, f"{stamp}-req", since_ms)
+    restarts = restarts_between(status_before, read_status(state_dir))
     sys.stdout.flush()
-    return summarize([build_record(obs) for obs in observations], sampler.peak)
+    return summarize([build_record(obs) for obs in observations], sampler.peak, restarts)

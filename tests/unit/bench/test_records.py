@@ -146,3 +146,16 @@ def test_parse_time() -> None:
     assert parse_time("2026-01-05T12:00:00") == T0  # naive: UTC
     assert parse_time(ms(0)) == T0
     assert parse_time(0) is None and parse_time(None) is None and parse_time("") is None
+
+
+def test_restarts_between_two_status_reads_name_only_the_components_restarted() -> None:
+    from dsbridge.bench.records import restarts_between
+
+    def status(**restarts: int) -> dict:
+        return {"components": {name: {"state": "running", "restarts": n} for name, n in restarts.items()}}
+
+    before = status(scheduler=1, triggerer=0, s3=0)
+    assert restarts_between(before, status(scheduler=1, triggerer=0, s3=0)) == {}
+    assert restarts_between(before, status(scheduler=3, triggerer=0, s3=1)) == {"s3": 1, "scheduler": 2}
+    assert restarts_between(before, status(scheduler=1, triggerer=0, s3=0, reconciler=1)) == {"reconciler": 1}
+    assert restarts_between(None, before) is None

@@ -42,6 +42,7 @@ def test_table_has_both_paths_side_by_side() -> None:
     assert lines[1].split() == ["dsbridge", "baseline"]
     assert any(line.startswith("overhead s: p50 / p95 / max") and "4.0 / 4.0 / 4.0" in line for line in lines)
     assert "peak worker slots" in text
+    assert "stack components restarted during the run" in text and "not recorded" in text
     assert lines[-1] == "baseline's overhead p50 is 7.5x dsbridge's"
 
 
@@ -88,3 +89,11 @@ def test_markdown_for_the_docs() -> None:
     assert "| trigger → submit s (median / max) | 0.8 / 0.8 | 0.8 / 0.8 |" in lines
     assert "The baseline's median overhead is 7.5x dsbridge's." in text
     assert "2 CPUs, 23.4 GiB, Python 3.11.7, Airflow 3.3.2" in text and "commit abc1234" in text
+
+
+def test_restarts_are_named_in_the_table() -> None:
+    run = report()
+    run["dsbridge"]["component_restarts"] = {"airflow-scheduler": 1}
+    run["baseline"]["component_restarts"] = {}
+    line = next(line for line in table(run).splitlines() if line.startswith("stack components restarted"))
+    assert "airflow-scheduler 1x" in line and line.split()[-1] == "none"
