@@ -21,22 +21,12 @@ from dsbridge.bench.stack import bench_config
 from dsbridge.cli.main import main
 from dsbridge.stack.stack import down
 from tests.e2e.conftest import E2E_BASE_PORT, E2E_DATABASE, _admin
+from tests.unit.bench.test_report import SUMMARY_KEYS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 BENCH_DATABASE = os.environ.get("DSBRIDGE_E2E_BENCH_DATABASE", f"{E2E_DATABASE}_bench")
 BENCH_BASE_PORT = E2E_BASE_PORT + 20
-SUMMARY_KEYS = {
-    "requests",
-    "completed",
-    "callbacks",
-    "overhead_s",
-    "api_calls_per_request",
-    "worker_executions_per_request",
-    "throughput_per_min",
-    "peak_worker_slots",
-    "records",
-}
 RECORD_KEYS = {
     "request_id",
     "completed",

@@ -176,6 +176,16 @@ class Supervisor:
         control.record_pid(self.state_dir, child.name, child.proc.pid)
         self._set(child, "running")
 
+    def _relaunch(self, child: Child, verb: str) -> bool:
+        """Launch `child` again; one that cannot even start is handled as if it had exited."""
+        try:
+            self._launch(child)
+        except Exception as exc:
+            self.log(f"could not {verb} {child.name}: {exc}")
+            self._exited(child, None, None)
+            return False
+        return True
+
     def step(self, message: str) -> None:
         """One line of start-up progress (`up` prints it)."""
         self.steps.append(message)
@@ -298,11 +308,7 @@ class Supervisor:
         previous, code = child.pid, child.last_exit_code
         child.recent.append(time.monotonic())
         child.restarts += 1
-        try:
-            self._launch(child)
-        except Exception as exc:
-            self.log(f"could not restart {child.name}: {exc}")
-            self._exited(child, None, None)
+        if not self._relaunch(child, "restart"):
             return
         message = f"restarted {child.name} (pid {child.pid}, was {previous}, exit {code}; restart {child.restarts})"
         self.log(message)
@@ -321,11 +327,7 @@ class Supervisor:
     def _start_on_request(self, child: Child) -> None:
         """Started on purpose (`start_component`): no alert, not counted, a fresh restart budget."""
         child.recent.clear()
-        try:
-            self._launch(child)
-        except Exception as exc:
-            self.log(f"could not start {child.name}: {exc}")
-            self._exited(child, None, None)
+        if not self._relaunch(child, "start"):
             return
         self.log(f"started {child.name} on request (pid {child.pid})")
 
