@@ -36,8 +36,10 @@ MAX_VOLUMES = 64
 # weed's mini-mode worker dials the admin gRPC port as admin http port + this offset, whatever
 # -admin.port.grpc says; so we pick the pair to honour it.
 GRPC_PORT_OFFSET = 10000
-# Go's soft memory limit: keeps the heap of a dev-stack S3 server small.
-GO_MEMORY_LIMIT = "256MiB"
+# Go's soft memory limit, a bound for a runaway heap. ``weed mini`` holds 200-250 MB after a few
+# hundred requests: a limit near that (it was 256 MiB) makes the Go GC run without pause -- a
+# fifth of a core at idle and more under load, on a 2-core machine (docs/performance.md).
+GO_MEMORY_LIMIT = "1GiB"
 LOG_TAIL_BYTES = 4000
 # Unix socket paths must fit in sun_path (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100

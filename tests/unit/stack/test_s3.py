@@ -108,6 +108,27 @@ def test_secret_is_not_on_the_command_line(server: s3.SeaweedS3) -> None:
     assert SECRET not in cmdline
 
 
+def _status_kib(pid: int, field: str) -> int:
+    line = next(li for li in Path(f"/proc/{pid}/status").read_text().splitlines() if li.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def test_the_go_memory_limit_leaves_the_heap_room_after_serving(server: s3.SeaweedS3) -> None:
+    """A soft limit close to what weed holds makes Go collect without pause (it burned a core's fifth)."""
+    assert server.proc is not None
+    client = s3.client(server.endpoint, KEY, SECRET)
+    server.ensure_bucket("memory")
+    for i in range(200):
+        client.put_object(Bucket="memory", Key=f"runs/r{i}/result.json", Body=b'{"ok": true}' * 100)
+        client.get_object(Bucket="memory", Key=f"runs/r{i}/result.json")["Body"].read()
+    environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+    (limit,) = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"GOMEMLIMIT=")]
+    assert limit.endswith("GiB") or limit.endswith("MiB"), limit
+    limit_kib = int(limit[:-3]) * (1024 * 1024 if limit.endswith("GiB") else 1024)
+    resident_kib = _status_kib(server.proc.pid, "VmHWM")
+    assert limit_kib >= 3 * resident_kib, f"GOMEMLIMIT={limit} leaves too little room over {resident_kib} KiB"
+
+
 def test_stop_by_recorded_pid_leaves_no_process(tmp_path: Path) -> None:
     proc = s3.start(tmp_path, access_key=KEY, secret_key=SECRET)
     try:
