@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit e2e setup r compose-schema clean bench bench-load
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# Two distributions, both editable: the runtime Airflow loads (. = plugins/dsbridge) and the local kit
+# (local/ = dsbridge_local: emulator, service, stack, the dsbridge command, bench).
+$(STAMP): requirements.txt local/requirements.txt constraints.txt pyproject.toml local/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -r requirements.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -r requirements.txt -r local/requirements.txt -e . -e './local[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -61,7 +63,7 @@ BENCH_FIGURES = $(BIN)/python benchmarks/performance_doc.py --doc $(BENCH_DOC) \
 	$(foreach run,$(BENCH_RUNS),$(wildcard $(BENCH_RESULTS)/$(run).json))
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/pip install -q -c constraints.txt -e './local[bench]'
 	$(BENCH) --requests 5 --concurrency 1 --json $(BENCH_RESULTS)/single.json \
 	  && $(BENCH) --requests 20 --concurrency 10 --json $(BENCH_RESULTS)/concurrent.json \
 	     --chart $(BENCH_CHART); \

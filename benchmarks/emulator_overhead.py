@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.server import start_background
+from dsbridge_local.emulator.app import EmulatorConfig
+from dsbridge_local.emulator.server import start_background
 
 NOTEBOOK = """# Databricks notebook source
 import time

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from dsbridge.bench.report import markdown
+from dsbridge_local.bench.report import markdown
 
 BEGIN, END = "<!-- bench:figures -->", "<!-- /bench:figures -->"
 

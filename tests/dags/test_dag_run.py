@@ -22,11 +22,11 @@ import uvicorn
 from dsbridge.callback.signing import new_secret, verify
 from dsbridge.contract import load_contract
 from dsbridge.dag_factory import build_job_dag
-from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.server import start_background
-from dsbridge.ports import free_port
-from dsbridge.service.app import create_app
-from dsbridge.stack.s3 import SeaweedS3
+from dsbridge_local.emulator.app import EmulatorConfig
+from dsbridge_local.emulator.server import start_background
+from dsbridge_local.ports import free_port
+from dsbridge_local.service.app import create_app
+from dsbridge_local.stack.s3 import SeaweedS3
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "dapi-dag-test"

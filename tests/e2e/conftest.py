@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from dsbridge.client import AirflowClient
-from dsbridge.stack.stack import StackConfig, down, up
+from dsbridge_local.stack.stack import StackConfig, down, up
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("DSBRIDGE_E2E_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from dsbridge.bench.stack import bench_config
-from dsbridge.cli.main import main
-from dsbridge.stack.stack import down
+from dsbridge_local.bench.stack import bench_config
+from dsbridge_local.cli.main import main
+from dsbridge_local.stack.stack import down
 from tests.e2e.conftest import E2E_BASE_PORT, E2E_DATABASE, _admin
 from tests.unit.bench.test_report import SUMMARY_KEYS
 

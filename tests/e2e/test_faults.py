@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from dsbridge.client import AirflowClient
-from dsbridge.stack.stack import http_ok, recorded_pids, start_component, stop_component, wait_until
+from dsbridge_local.stack.stack import http_ok, recorded_pids, start_component, stop_component, wait_until
 from tests.e2e.conftest import databricks_runs, wait_for_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.timeout(420)]

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 from dsbridge.callback.signing import verify
 from dsbridge.client import AirflowApiError, AirflowClient
-from dsbridge.stack.stack import running, up
+from dsbridge_local.stack.stack import running, up
 from tests.e2e.conftest import REPO, databricks_runs, events_for, wait_for_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -27,7 +27,7 @@ EVENT_SCHEMA = json.loads((REPO / "plugins/dsbridge/callback/event.schema.json")
 
 def local_result(notebook: Path, params: dict[str, str], tmp_path: Path) -> dict[str, Any]:
     """The notebook's answer from a local run, to compare with what came through the stack."""
-    argv = [sys.executable, "-m", "dsbridge.cli.main", "notebook", "run", str(notebook), "--json"]
+    argv = [sys.executable, "-m", "dsbridge_local.cli.main", "notebook", "run", str(notebook), "--json"]
     for name, value in {**params, "output_path": f"{tmp_path}/"}.items():
         argv += ["--param", f"{name}={value}"]
     outcome = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout)

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from dsbridge.client import AirflowClient
-from dsbridge.ports import port_free
-from dsbridge.stack import airflow as stack_airflow
-from dsbridge.stack.processes import spawn, stop_group
-from dsbridge.stack.stack import StackConfig, components, load_secrets, wait_until
+from dsbridge_local.ports import port_free
+from dsbridge_local.stack import airflow as stack_airflow
+from dsbridge_local.stack.processes import spawn, stop_group
+from dsbridge_local.stack.stack import StackConfig, components, load_secrets, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -195,7 +195,8 @@ def fab_server(stack: dict[str, Any], stack_config: StackConfig, tmp_path_factor
     env, log = fab_env(stack_config, stack, home, port), home / "fab.log"
     airflow_bin = str(Path(sys.executable).parent / "airflow")
     _run([airflow_bin, "fab-db", "migrate"], env, log)
-    _run([sys.executable, "-m", "dsbridge.cli.main", "auth", "fab-role"], env, log)
+    # The module form, as an image with the runtime alone runs it (docker-compose.yaml's airflow-init).
+    _run([sys.executable, "-m", "dsbridge.auth.fab_role"], env, log)
     passwords = {name: secrets.token_urlsafe(12) for name in (stack_airflow.ADMIN_USER, stack_airflow.SERVICE_USER)}
     create_fab_user(env, log, stack_airflow.ADMIN_USER, "Admin", passwords[stack_airflow.ADMIN_USER])
     create_fab_user(env, log, stack_airflow.SERVICE_USER, "dsbridge_service", passwords[stack_airflow.SERVICE_USER])

@@ -21,9 +21,9 @@ import psycopg2
 import pytest
 
 from dsbridge.client import AirflowClient
-from dsbridge.stack import control
-from dsbridge.stack.processes import alive
-from dsbridge.stack.stack import (
+from dsbridge_local.stack import control
+from dsbridge_local.stack.processes import alive
+from dsbridge_local.stack.stack import (
     StackConfig,
     down,
     recorded_pids,

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.server import BackgroundServer, start_background
-from dsbridge.ports import free_port
+from dsbridge_local.emulator.app import EmulatorConfig
+from dsbridge_local.emulator.server import BackgroundServer, start_background
+from dsbridge_local.ports import free_port
 
 TOKEN = "dapi-emulator-test-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -161,11 +161,11 @@ class EmulatorProcess:
     def __init__(self, workspace: Path, state: Path, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO / "local")])}
         argv = [
             sys.executable,
             "-m",
-            "dsbridge.emulator",
+            "dsbridge_local.emulator",
             "--host",
             "127.0.0.1",
             "--port",

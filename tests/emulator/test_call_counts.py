@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dsbridge.emulator.server import BackgroundServer
-from dsbridge.emulator.stats import COUNTED_CALLS, CallCounts
+from dsbridge_local.emulator.server import BackgroundServer
+from dsbridge_local.emulator.stats import COUNTED_CALLS, CallCounts
 from tests.emulator.conftest import submit, wait_for
 
 

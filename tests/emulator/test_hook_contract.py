@@ -10,7 +10,7 @@ import pytest
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.providers.databricks.utils.databricks import extract_failed_task_errors
 
-from dsbridge.emulator.server import BackgroundServer
+from dsbridge_local.emulator.server import BackgroundServer
 from tests.emulator.conftest import hook_connection
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dsbridge.emulator.server import BackgroundServer
+from dsbridge_local.emulator.server import BackgroundServer
 from tests.emulator.conftest import submit, wait_for
 
 SUBMIT = "/api/2.2/jobs/runs/submit"

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.server import start_background
+from dsbridge_local.emulator.app import EmulatorConfig
+from dsbridge_local.emulator.server import start_background
 from tests.emulator.conftest import output, submit, wait_for
 
 
@@ -169,10 +169,10 @@ def test_legacy_single_task_form(client: httpx.Client) -> None:
 
 
 def test_structured_logs_carry_run_and_request_id(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="dsbridge.emulator"):
+    with caplog.at_level(logging.INFO, logger="dsbridge_local.emulator"):
         run_id = submit(client, "/jobs/echo", {"request_id": "req-log-7"})
         wait_for(client, run_id)
-    events = [json.loads(record.getMessage()) for record in caplog.records if record.name == "dsbridge.emulator"]
+    events = [json.loads(record.getMessage()) for record in caplog.records if record.name == "dsbridge_local.emulator"]
     mine = [event for event in events if event.get("run_id") == run_id]
     assert {"run.submitted", "task.running", "task.finished", "run.finished"} <= {e["event"] for e in mine}
     assert any(event.get("request_id") == "req-log-7" for event in mine)

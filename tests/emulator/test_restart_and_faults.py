@@ -14,9 +14,9 @@ from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import jobs
 
-from dsbridge.emulator.app import EmulatorConfig
-from dsbridge.emulator.faults import FaultSettings
-from dsbridge.emulator.server import start_background
+from dsbridge_local.emulator.app import EmulatorConfig
+from dsbridge_local.emulator.faults import FaultSettings
+from dsbridge_local.emulator.server import start_background
 from tests.emulator.conftest import TOKEN, EmulatorProcess, hook_connection, output, submit, wait_for
 
 

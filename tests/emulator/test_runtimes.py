@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dsbridge.cli.main import main
-from dsbridge.emulator.runtime.source import (
+from dsbridge_local.cli.main import main
+from dsbridge_local.emulator.runtime.source import (
     NotebookNotFound,
     NotebookPathError,
     NotebookSourceError,

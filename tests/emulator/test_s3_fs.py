@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dsbridge.cli.notebook import run_notebook
+from dsbridge_local.cli.notebook import run_notebook
 from tests.emulator.conftest import HEADER
 
 BUCKET = "emulator-test"
@@ -45,7 +45,7 @@ dbutils.notebook.exit(dbutils.fs.head(paste0(base, "/r/value.txt")))
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
-        from dsbridge.stack.s3 import SeaweedS3, weed_binary
+        from dsbridge_local.stack.s3 import SeaweedS3, weed_binary
 
         weed_binary()
     except Exception as exc:  # the stack module or the binary is missing

@@ -11,7 +11,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import InvalidParameterValue, NotFound, PermissionDenied, ResourceDoesNotExist
 from databricks.sdk.service import jobs
 
-from dsbridge.emulator.server import BackgroundServer
+from dsbridge_local.emulator.server import BackgroundServer
 from tests.emulator.conftest import TOKEN, output, submit, wait_for
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from dsbridge.ledger import LedgerError, Ownership, RequestLedger
 from dsbridge.request import Request
-from dsbridge.stack.s3 import SeaweedS3, client
+from dsbridge_local.stack.s3 import SeaweedS3, client
 
 BUCKET = "ledger-test"
 pytestmark = pytest.mark.timeout(120)

@@ -50,3 +50,21 @@ def sync_service_role(security_manager: Any) -> list[str]:
         security_manager.remove_permission_from_role(role, held[action, resource])
         changes.append(f"removed {action} on {resource}")
     return changes
+
+
+def write_service_role() -> list[str]:
+    """`sync_service_role` in the Airflow database the AIRFLOW__* environment names."""
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    with get_application_builder() as appbuilder:
+        return sync_service_role(appbuilder.sm)
+
+
+def report(changes: list[str]) -> str:
+    lines = [f"  {change}" for change in changes]
+    lines.append(f"role {SERVICE_ROLE}: {len(changes)} change(s); it now holds exactly the service's permissions")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m dsbridge.auth.fab_role`: images without the local kit's command
+    print(report(write_service_role()))

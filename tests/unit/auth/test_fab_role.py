@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from dsbridge.auth.fab_role import SERVICE_PERMISSIONS, SERVICE_ROLE, role_import_entries, sync_service_role
-from dsbridge.cli.main import main
+from dsbridge_local.cli.main import main
 
 REPO = Path(__file__).resolve().parents[3]
 

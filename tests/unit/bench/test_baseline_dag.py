@@ -12,9 +12,9 @@ import pytest
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 from airflow.providers.http.operators.http import HttpOperator
 
-from dsbridge.bench.stack import BASELINE_DAG, BASELINE_DAGS
 from dsbridge.callback.signing import new_secret
 from dsbridge.client import CallbackReceiver
+from dsbridge_local.bench.stack import BASELINE_DAG, BASELINE_DAGS
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from dsbridge.bench.observe import count_worker_starts, databricks_run_name
-from dsbridge.bench.runner import Plan
-from dsbridge.bench.stack import BASELINE_DAGS, BENCH_JOBS, bench_config, bundle_env, ensure_database
-from dsbridge.cli.main import build_parser
-from dsbridge.stack.stack import StackError
+from dsbridge_local.bench.observe import count_worker_starts, databricks_run_name
+from dsbridge_local.bench.runner import Plan
+from dsbridge_local.bench.stack import BASELINE_DAGS, BENCH_JOBS, bench_config, bundle_env, ensure_database
+from dsbridge_local.cli.main import build_parser
+from dsbridge_local.stack.stack import StackError
 
 
 def test_the_product_bundle_stays_the_default_and_the_baseline_is_added() -> None:
@@ -86,8 +86,8 @@ def test_cli_defaults() -> None:
 
 
 def test_the_bench_jobs_are_valid_contracts_and_the_long_one_declares_ten_minutes() -> None:
-    from dsbridge.bench.stack import bench_jobs
     from dsbridge.contract import discover_contracts
+    from dsbridge_local.bench.stack import bench_jobs
 
     contracts, errors = discover_contracts(BENCH_JOBS)
     assert errors == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dsbridge.bench.records import Observation, all_well, build_record, last_state, parse_time, summarize
+from dsbridge_local.bench.records import Observation, all_well, build_record, last_state, parse_time, summarize
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
@@ -149,7 +149,7 @@ def test_parse_time() -> None:
 
 
 def test_restarts_between_two_status_reads_name_only_the_components_restarted() -> None:
-    from dsbridge.bench.records import restarts_between
+    from dsbridge_local.bench.records import restarts_between
 
     def status(**restarts: int) -> dict:
         return {"components": {name: {"state": "running", "restarts": n} for name, n in restarts.items()}}

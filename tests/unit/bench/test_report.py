@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dsbridge.bench.records import build_record, summarize
-from dsbridge.bench.report import markdown, overhead_ratio, table, write_json
+from dsbridge_local.bench.records import build_record, summarize
+from dsbridge_local.bench.report import markdown, overhead_ratio, table, write_json
 from tests.unit.bench.test_records import observation
 
 SUMMARY_KEYS = {
@@ -68,7 +68,7 @@ def test_json_has_every_key(tmp_path: Path) -> None:
 
 
 def test_chart_is_a_png(tmp_path: Path) -> None:
-    from dsbridge.bench.chart import write_chart
+    from dsbridge_local.bench.chart import write_chart
 
     out = tmp_path / "overhead.png"
     write_chart(report(), out)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from dsbridge.bench import runner
-from dsbridge.bench.records import build_record
-from dsbridge.bench.runner import Plan, run_phase
 from dsbridge.client import AirflowApiError
+from dsbridge_local.bench import runner
+from dsbridge_local.bench.records import build_record
+from dsbridge_local.bench.runner import Plan, run_phase
 
 
 class FakeSources:

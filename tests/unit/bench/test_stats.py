@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsbridge.bench.stats import median_max, per_minute, percentile, spread
+from dsbridge_local.bench.stats import median_max, per_minute, percentile, spread
 
 
 def test_percentile_interpolates_between_ranks() -> None:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from dsbridge.callback.event import FAILED, SUCCEEDED, encode
 from dsbridge.callback.signing import new_secret
-from dsbridge.service.app import create_app
+from dsbridge_local.service.app import create_app
 from tests.unit.client.events import JOB, REQUEST, SECRET, event, refusal, signed
 
 PATH = "/callbacks/dsbridge"

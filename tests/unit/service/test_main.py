@@ -1,4 +1,4 @@
-"""``python -m dsbridge.service`` starts a real server that a supervisor can run and stop."""
+"""``python -m dsbridge_local.service`` starts a real server that a supervisor can run and stop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from dsbridge.callback.event import encode
 from dsbridge.callback.signing import new_secret, sign_headers
-from dsbridge.ports import free_port
+from dsbridge_local.ports import free_port
 from tests.unit.client.events import event
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,9 +25,9 @@ def test_module_entry_point_serves_and_verifies(tmp_path: Path) -> None:
     env = os.environ | {
         "DSBRIDGE_SERVICE_SECRETS": f"{new_secret()},{secret}",
         "DSBRIDGE_SERVICE_ADMIN_TOKEN": token,
-        "PYTHONPATH": str(ROOT / "plugins"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "local")]),
     }
-    cmd = [sys.executable, "-m", "dsbridge.service", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "dsbridge_local.service", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--db", str(tmp_path / "events.sqlite3")]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -65,10 +65,10 @@ def test_missing_setting_exits_with_message(tmp_path: Path, missing: str) -> Non
     env = os.environ | {
         "DSBRIDGE_SERVICE_SECRETS": new_secret(),
         "DSBRIDGE_SERVICE_ADMIN_TOKEN": "main-test-admin-token-0123456789",
-        "PYTHONPATH": str(ROOT / "plugins"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "local")]),
     }
     del env[missing]
-    cmd = [sys.executable, "-m", "dsbridge.service", "--port", "1", "--db", str(tmp_path / "x.sqlite3")]
+    cmd = [sys.executable, "-m", "dsbridge_local.service", "--port", "1", "--db", str(tmp_path / "x.sqlite3")]
     done = subprocess.run(cmd, env=env, capture_output=True, timeout=30, text=True)
     assert done.returncode == 2
     assert missing in done.stderr

@@ -14,10 +14,10 @@ import psycopg2
 import pytest
 import sqlalchemy
 
-from dsbridge.ports import free_port
-from dsbridge.stack import postgres
-from dsbridge.stack.postgres import EmbeddedPostgres
-from dsbridge.stack.processes import group_members
+from dsbridge_local.ports import free_port
+from dsbridge_local.stack import postgres
+from dsbridge_local.stack.postgres import EmbeddedPostgres
+from dsbridge_local.stack.processes import group_members
 
 
 @pytest.fixture

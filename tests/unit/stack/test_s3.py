@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from dsbridge.ports import free_port
-from dsbridge.stack import s3
+from dsbridge_local.ports import free_port
+from dsbridge_local.stack import s3
 
 KEY, SECRET = "dsbridge-test", "dsbridge-test-secret"
 

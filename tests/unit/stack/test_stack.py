@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dsbridge.cli.main import main
-from dsbridge.stack import control
-from dsbridge.stack.processes import alive, spawn, stop_group
-from dsbridge.stack.stack import (
+from dsbridge_local.cli.main import main
+from dsbridge_local.stack import control
+from dsbridge_local.stack.processes import alive, spawn, stop_group
+from dsbridge_local.stack.stack import (
     StackConfig,
     StackError,
     check_ports_free,

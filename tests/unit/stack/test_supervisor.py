@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from dsbridge.cli.main import main
-from dsbridge.stack import control
-from dsbridge.stack.processes import alive, group_members, launch, live_processes, stop_group
-from dsbridge.stack.stack import StackConfig, recorded_pids, start_component, stop_component
-from dsbridge.stack.supervisor import RestartPolicy, StartupError, Supervisor, file_alert, run
+from dsbridge_local.cli.main import main
+from dsbridge_local.stack import control
+from dsbridge_local.stack.processes import alive, group_members, launch, live_processes, stop_group
+from dsbridge_local.stack.stack import StackConfig, recorded_pids, start_component, stop_component
+from dsbridge_local.stack.supervisor import RestartPolicy, StartupError, Supervisor, file_alert, run
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 EXITS_3 = [sys.executable, "-c", "import sys; sys.exit(3)"]
