@@ -40,8 +40,11 @@ typecheck: $(STAMP)
 unit: $(STAMP) $(COMPOSE_SCHEMA)
 	$(BIN)/pytest -m "not e2e and not faults" -q
 
+# Everything on the LocalExecutor stack, then the request suite again on a CeleryExecutor stack with two
+# workers (Redis on 127.0.0.1:6379), with the Celery-only scenarios.
 test: $(STAMP) r $(COMPOSE_SCHEMA) lint typecheck
 	$(BIN)/pytest -q
+	DSBRIDGE_E2E_EXECUTOR=celery $(BIN)/pytest -q tests/e2e/test_requests.py tests/e2e/test_celery.py
 
 demo: $(STAMP) r
 	$(BIN)/dsbridge demo

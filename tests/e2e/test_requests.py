@@ -177,6 +177,7 @@ def test_second_up_starts_no_twins(stack_config, stack):
         "airflow-dag-processor",
         "airflow-triggerer",
         "reconciler",
+        *stack_config.celery_workers,
     }
 
 

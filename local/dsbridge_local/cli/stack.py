@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dsbridge_local.stack import celery
 from dsbridge_local.stack.health import status
 from dsbridge_local.stack.stack import (
     DEFAULT_BASE_PORT,
@@ -50,6 +51,28 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """How `up` runs Airflow's tasks (the other commands find it in the stack's saved config)."""
+    parser.add_argument(
+        "--executor",
+        choices=celery.EXECUTORS,
+        default=os.environ.get("DSBRIDGE_EXECUTOR", "local"),
+        help="Airflow's executor: local (LocalExecutor, the default) or celery (CeleryExecutor with --workers "
+        "workers on the Redis at --broker-url, as production scales out)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("DSBRIDGE_WORKERS", "2")),
+        help=f"Celery workers, each a process of its own (1..{celery.MAX_WORKERS}, default 2; with --executor celery)",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get("DSBRIDGE_BROKER_URL", celery.DEFAULT_BROKER_URL),
+        help=f"Celery's Redis (default {celery.DEFAULT_BROKER_URL}); each stack uses its own queue on it",
+    )
+
+
 def config_from(args: argparse.Namespace) -> StackConfig:
     if not args.notebooks.is_dir():
         raise StackError(f"--notebooks {args.notebooks} is not a folder of jobs")
@@ -60,6 +83,9 @@ def config_from(args: argparse.Namespace) -> StackConfig:
         base_port=args.base_port,
         database_url=args.database_url,
         notebooks=args.notebooks.resolve(),
+        executor=getattr(args, "executor", "local"),
+        workers=getattr(args, "workers", 2),
+        broker_url=getattr(args, "broker_url", celery.DEFAULT_BROKER_URL),
     )
 
 
@@ -121,6 +147,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
         add_stack_options(parser)
+        if name == "up":
+            add_executor_options(parser)
         if name == "status":
             parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
         parser.set_defaults(func=func)

@@ -24,7 +24,7 @@ import httpx
 
 from dsbridge.callback.signing import new_secret
 from dsbridge_local.ports import port_free
-from dsbridge_local.stack import airflow, control, postgres, s3
+from dsbridge_local.stack import airflow, celery, control, postgres, s3
 from dsbridge_local.stack.postgres import EmbeddedPostgres
 from dsbridge_local.stack.processes import alive, spawn, stop_group
 
@@ -71,9 +71,22 @@ class StackConfig:
     notebooks: Path = REPO / "notebooks"
     # Extra DSBRIDGE_* settings for Airflow's processes (e.g. shorter horizons in tests).
     settings_env: dict[str, str] = field(default_factory=dict)
+    # "local" (LocalExecutor) or "celery": `workers` Celery workers on the Redis at `broker_url`.
+    executor: str = "local"
+    workers: int = 2
+    broker_url: str = celery.DEFAULT_BROKER_URL
 
     def __post_init__(self) -> None:
         check_database_url(self.database_url)
+        if self.executor not in celery.EXECUTORS:
+            raise StackError(f"--executor {self.executor!r} is not one of: {', '.join(celery.EXECUTORS)}")
+        if not 1 <= self.workers <= celery.MAX_WORKERS:
+            raise StackError(f"--workers {self.workers} is out of range; use 1..{celery.MAX_WORKERS}")
+
+    @property
+    def celery_workers(self) -> list[str]:
+        """The stack components that are Celery workers (none with the LocalExecutor)."""
+        return celery.worker_names(self.workers) if self.executor == "celery" else []
 
     @property
     def stack_file(self) -> Path:
@@ -173,6 +186,9 @@ def save_config(cfg: StackConfig) -> None:
             "repo": str(cfg.repo),
             "notebooks": str(cfg.notebooks),
             "settings_env": cfg.settings_env,
+            "executor": cfg.executor,
+            "workers": cfg.workers,
+            "broker_url": cfg.broker_url,
         },
     )
 
@@ -186,6 +202,9 @@ def load_config(state_dir: Path) -> StackConfig:
         repo=Path(saved["repo"]),
         notebooks=Path(saved["notebooks"]),
         settings_env=dict(saved["settings_env"]),
+        executor=saved.get("executor", "local"),
+        workers=int(saved.get("workers", 2)),
+        broker_url=saved.get("broker_url", celery.DEFAULT_BROKER_URL),
     )
 
 
@@ -349,9 +368,16 @@ def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) ->
         service_url=desc["service"]["url"],
         alerts_file=Path(desc["alerts_file"]),
     )
+    queue, concurrency = celery.queue_name(cfg.base_port), max(1, airflow.PARALLELISM // cfg.workers)
+    if cfg.executor == "celery":
+        env |= celery.celery_env(
+            queue=queue, broker_url=cfg.broker_url, database_url=database_url(cfg), concurrency=concurrency
+        )
     env |= cfg.settings_env
     for name in airflow.COMPONENTS:
         found[f"airflow-{name}"] = Component(airflow.component_argv(name), env, cfg.logs / f"airflow-{name}.log")
+    for index, name in enumerate(cfg.celery_workers, start=1):
+        found[name] = Component(celery.worker_argv(index, queue, concurrency), env, cfg.logs / f"{name}.log")
     # The sweep that gives every ended request its final event; it needs Airflow's database.
     found["reconciler"] = Component([python, "-m", "dsbridge.reconciler"], env, cfg.logs / "reconciler.log")
     return found
@@ -442,6 +468,11 @@ def up(cfg: StackConfig, progress: Progress = print) -> dict[str, Any]:
         parts = sorted(already) + (["supervisor"] if supervised else [])
         raise StackError(f"a partial stack is running ({parts}); run `dsbridge down` first")
     check_ports_free(cfg)
+    if cfg.executor == "celery":
+        try:
+            celery.check_broker(cfg.broker_url)
+        except celery.BrokerUnreachable as exc:
+            raise StackError(str(exc)) from None
     cfg.logs.mkdir(parents=True, exist_ok=True)
     for stale in (cfg.pids_file, cfg.state_dir / control.STATUS, cfg.state_dir / control.SUPERVISOR_PID):
         stale.unlink(missing_ok=True)

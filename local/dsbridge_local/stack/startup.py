@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from dsbridge_local.stack import airflow, s3
+from dsbridge_local.stack import airflow, celery, s3
 from dsbridge_local.stack.processes import launch
 from dsbridge_local.stack.stack import (
     HEALTH_TIMEOUT,
@@ -60,7 +60,12 @@ def needs(cfg: StackConfig) -> dict[str, list[str]]:
     PostgreSQL is down they wait for it rather than spend their restarts."""
     if not cfg.embedded_database:
         return {}
-    return {name: ["postgres"] for name in [*(f"airflow-{c}" for c in airflow.COMPONENTS), "reconciler"]}
+    return {name: ["postgres"] for name in airflow_processes(cfg)}
+
+
+def airflow_processes(cfg: StackConfig) -> list[str]:
+    """Airflow's components, its Celery workers (if any) and the reconciler: what runs on Airflow's database."""
+    return [*(f"airflow-{c}" for c in airflow.COMPONENTS), *cfg.celery_workers, "reconciler"]
 
 
 def supervisor_for(cfg: StackConfig) -> Supervisor:
@@ -120,9 +125,11 @@ def _start_airflow(sup: Supervisor, cfg: StackConfig, creds: dict[str, str], inf
     env = components(cfg, creds, stack_description(cfg, creds))["airflow-scheduler"].env
     sup.step(f"  Airflow database      {info['database']}: migrating…")
     airflow.migrate(env, cfg.logs / "airflow-migrate.log", interrupted=lambda: sup.stop_requested)
-    for name in [*(f"airflow-{c}" for c in airflow.COMPONENTS), "reconciler"]:
+    launched_at = {name: celery.log_size(cfg.logs / f"{name}.log") for name in cfg.celery_workers}
+    for name in airflow_processes(cfg):
         sup.start(name)
-    sup.step("  Airflow               starting api-server, scheduler, dag-processor, triggerer, reconciler…")
+    workers = f", {len(cfg.celery_workers)} Celery workers" if cfg.celery_workers else ""
+    sup.step(f"  Airflow               starting api-server, scheduler, dag-processor, triggerer{workers}, reconciler…")
     url = info["url"]
     took = sup.wait_for(
         lambda: not airflow.unhealthy_components(airflow.health(url)),
@@ -131,3 +138,7 @@ def _start_airflow(sup: Supervisor, cfg: StackConfig, creds: dict[str, str], inf
         cfg.logs / "airflow-api-server.log",
     )
     sup.step(f"  Airflow               {url}  ready in {took:.1f}s")
+    for name, since in launched_at.items():
+        log = cfg.logs / f"{name}.log"
+        sup.wait_for(functools.partial(celery.worker_ready, log, since), name, HEALTH_TIMEOUT, log)
+        sup.step(f"  Celery worker         {name} on queue {celery.queue_name(cfg.base_port)}  ready")

@@ -135,6 +135,9 @@ def test_the_supervisor_gets_the_same_config(cfg: StackConfig, tmp_path: Path):
         database_url="postgresql+psycopg2://postgres@127.0.0.1:5432/x",
         notebooks=tmp_path,
         settings_env={"DSBRIDGE_RECONCILE_SECONDS": "10"},
+        executor="celery",
+        workers=3,
+        broker_url="redis://127.0.0.1:6379/5",
     )
     cfg.state_dir.mkdir(parents=True)
     save_config(wanted)
