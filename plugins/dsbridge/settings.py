@@ -38,6 +38,15 @@ class Settings:
     # Retries back off from the first delay, doubling up to the cap (each jittered per request).
     retry_first_delay: timedelta = timedelta(seconds=5)
     retry_max_delay: timedelta = timedelta(minutes=30)
+    # Where Databricks finds a job's notebook: `workspace` (under `workspace_root`) or `git` (the
+    # repository at `git_url`, at the commit the DAG run's code came from; docs/deploy.md).
+    notebook_source: str = "workspace"
+    git_url: str = ""
+    git_provider: str = "gitHub"
+    # The commit when the DAG bundle has no version of its own (a local folder bundle).
+    git_commit: str = ""
+    # Where the jobs' folders are inside the repository.
+    git_notebooks_path: str = "notebooks"
 
     def output_path(self, job: str, request_id: str) -> str:
         prefix = f"{self.results_prefix.strip('/')}/" if self.results_prefix.strip("/") else ""
@@ -67,7 +76,23 @@ def load_settings() -> Settings:
         collect_max_bytes=int(os.environ.get("DSBRIDGE_COLLECT_MAX_BYTES", str(512 * 1024 * 1024))),
         retry_first_delay=timedelta(seconds=float(os.environ.get("DSBRIDGE_RETRY_FIRST_DELAY_SECONDS", "5"))),
         retry_max_delay=_minutes("DSBRIDGE_RETRY_MAX_DELAY_MINUTES", 30),
+        notebook_source=_choice("DSBRIDGE_NOTEBOOK_SOURCE", NOTEBOOK_SOURCES, "workspace"),
+        git_url=os.environ.get("DSBRIDGE_GIT_URL", ""),
+        git_provider=os.environ.get("DSBRIDGE_GIT_PROVIDER", "gitHub"),
+        git_commit=os.environ.get("DSBRIDGE_GIT_COMMIT", ""),
+        git_notebooks_path=os.environ.get("DSBRIDGE_GIT_NOTEBOOKS_PATH", "notebooks").strip("/"),
     )
+
+
+NOTEBOOK_SOURCES = ("workspace", "git")
+
+
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of `choices` from the environment; a clear error names the variable and the choices."""
+    value = os.environ.get(name, default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={os.environ.get(name)!r} must be one of: {', '.join(choices)}")
+    return value
 
 
 def _minutes(name: str, default: float) -> timedelta:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +67,23 @@ def airflow_db() -> None:
     initdb()
 
 
+GIT_URL = "https://github.com/acme/dsbridge.git"
+
+
+def deployed_repository(path: Path) -> str:
+    """A Git repository holding this checkout's notebooks/ as one commit (what a deployment pushed)."""
+    shutil.copytree(REPO / "notebooks", path / "notebooks")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True, timeout=60)
+        return done.stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("-c", "user.name=dsbridge", "-c", "user.email=ci@example.com", "commit", "-q", "-m", "deploy")
+    return git("rev-parse", "HEAD")
+
+
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("dagrun")
@@ -78,8 +97,14 @@ def peers(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterato
             AWS_SECRET_ACCESS_KEY=S3_SECRET,
             AWS_DEFAULT_REGION="us-east-1",
         )
+        deployed = deployed_repository(root / "repo")
         emulator = start_background(
-            EmulatorConfig(workspace=REPO / "notebooks", state_dir=root / "emulator", token=TOKEN)
+            EmulatorConfig(
+                workspace=REPO / "notebooks",
+                state_dir=root / "emulator",
+                token=TOKEN,
+                git_repos={GIT_URL: root / "repo"},
+            )
         )
         try:
             with ThreadedService(create_app([secret], root / "service.db", admin_token=ADMIN_TOKEN)) as service:
@@ -114,7 +139,13 @@ def peers(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterato
                     ),
                     DSBRIDGE_RESULTS_BUCKET=BUCKET,
                 )
-                yield {"service": f"http://127.0.0.1:{service.port}", "secret": secret, "s3": s3}
+                yield {
+                    "service": f"http://127.0.0.1:{service.port}",
+                    "secret": secret,
+                    "s3": s3,
+                    "commit": deployed,
+                    "emulator": emulator.url,
+                }
         finally:
             emulator.stop()
             os.environ.clear()
@@ -179,3 +210,42 @@ def test_receiver_error_is_retried_with_the_same_event(peers):
     (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-retry"]
     assert event["deliveries"] == 1  # the 500 stored nothing; the retry carried the same event id
     verify([peers["secret"]], event["body"].encode(), event["headers"])
+
+
+def git_mode(monkeypatch: pytest.MonkeyPatch, commit: str) -> None:
+    monkeypatch.setenv("DSBRIDGE_NOTEBOOK_SOURCE", "git")
+    monkeypatch.setenv("DSBRIDGE_GIT_URL", GIT_URL)
+    monkeypatch.setenv("DSBRIDGE_GIT_COMMIT", commit)
+
+
+def test_git_mode_runs_the_notebook_of_the_deployed_commit(peers, monkeypatch):
+    git_mode(monkeypatch, peers["commit"])
+    states = run_dag({"merchant_id": "m_7"}, "dagtest-git")
+
+    assert states["collect"] == "success" and states["notify_success"] == "success", states
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-git"]
+    body = verify([peers["secret"]], event["body"].encode(), event["headers"])
+    assert body["type"] == "request.succeeded" and body["result"]["merchant_id"] == "m_7"
+    (run,) = [
+        r
+        for r in httpx.get(
+            f"{peers['emulator']}/api/2.2/jobs/runs/list",
+            params={"limit": 25, "expand_tasks": "true"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        ).json()["runs"]
+        if r["run_name"].endswith("dagtest-git")
+    ]
+    assert run["tasks"][0]["notebook_task"]["source"] == "GIT"  # ran from the commit, not the workspace folder
+
+
+def test_git_mode_at_an_unknown_commit_fails_the_request_naming_it(peers, monkeypatch):
+    unknown = "0badc0de" * 5
+    git_mode(monkeypatch, unknown)
+    states = run_dag({"merchant_id": "m_7"}, "dagtest-git-unknown")
+
+    assert states["wait"] == "failed" and states["notify_failure"] == "success", states
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-git-unknown"]
+    body = verify([peers["secret"]], event["body"].encode(), event["headers"])
+    assert body["type"] == "request.failed"
+    assert "Failed to checkout Git repository" in body["error"]["message"] and unknown in body["error"]["message"]

@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
         "--kill-grace", type=float, default=3.0, help="seconds between SIGTERM and SIGKILL on cancel/timeout"
     )
     parser.add_argument("--log-level", default="info", help="emulator event log level (default: info)")
+    parser.add_argument(
+        "--git-repo",
+        action="append",
+        default=[],
+        metavar="URL=PATH",
+        help="serve runs whose git_source.git_url is URL from the local clone PATH (repeatable)",
+    )
     faults = parser.add_argument_group("fault injection (also: POST /emulator/faults)")
     faults.add_argument("--fault-429-rate", type=float, default=0.0, help="share of API calls answered 429")
     faults.add_argument("--fault-503-rate", type=float, default=0.0, help="share of API calls answered 503")
@@ -81,6 +88,11 @@ def run_emulator(args: argparse.Namespace) -> int:
     except FaultError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        git_repos = git_repo_map(args.git_repo)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     configure(args.log_level)
     config = EmulatorConfig(
         workspace=workspace,
@@ -91,6 +103,7 @@ def run_emulator(args: argparse.Namespace) -> int:
         s3_endpoint_url=args.s3_endpoint_url,
         kill_grace_s=args.kill_grace,
         faults=settings,
+        git_repos=git_repos,
     )
     print(
         f"dsbridge emulator on http://{args.host}:{args.port} (workspace {workspace}, "
@@ -100,3 +113,16 @@ def run_emulator(args: argparse.Namespace) -> int:
     )
     serve(config, args.host, args.port)
     return 0
+
+
+def git_repo_map(entries: list[str]) -> dict[str, Path]:
+    """`--git-repo URL=PATH` values as {URL: PATH}; each PATH must be a Git repository."""
+    repos: dict[str, Path] = {}
+    for entry in entries:
+        url, sep, path = entry.rpartition("=")
+        if not sep or not url or not path:
+            raise ValueError(f"--git-repo {entry!r} must be URL=PATH")
+        if not (Path(path) / ".git").exists():
+            raise ValueError(f"--git-repo {entry!r}: {path} is not a Git repository (no .git)")
+        repos[url] = Path(path).resolve()
+    return repos

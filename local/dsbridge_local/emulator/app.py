@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from dsbridge_local.emulator.errors import ApiError, invalid, malformed, not_found
 from dsbridge_local.emulator.faults import FaultError, Faults, FaultSettings
+from dsbridge_local.emulator.git import GitCheckouts
 from dsbridge_local.emulator.logs import log_event
 from dsbridge_local.emulator.runner import Supervisor
 from dsbridge_local.emulator.shapes import WORKSPACE_ID, render_output, render_run, render_task_run
@@ -64,6 +65,8 @@ class EmulatorConfig:
     kill_grace_s: float = 3.0
     max_body_bytes: int = MAX_BODY_BYTES
     faults: FaultSettings = field(default_factory=FaultSettings)
+    # `git_source` URLs the emulator serves, each from a local clone (`--git-repo URL=PATH`).
+    git_repos: dict[str, Path] = field(default_factory=dict)
 
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Any]]
@@ -93,6 +96,7 @@ class Emulator:
             max_concurrent_runs=config.max_concurrent_runs,
             kill_grace_s=config.kill_grace_s,
             child_env=child_env,
+            git=GitCheckouts(config.git_repos, self.state_dir / "git"),
         )
         lost = self.supervisor.recover()
         log_event(

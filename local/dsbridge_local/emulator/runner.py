@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from dsbridge_local.emulator.faults import Faults
+from dsbridge_local.emulator.git import GitCheckouts, parse_git_source
 from dsbridge_local.emulator.logs import log_event
 from dsbridge_local.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare, start
+from dsbridge_local.emulator.runtime.source import resolve_notebook
 from dsbridge_local.emulator.store import Store
 from dsbridge_local.emulator.validate import RunSpec, TaskSpec
 
@@ -146,14 +148,8 @@ class TaskExec:
             "DSBRIDGE_TASK_KEY": self.spec.task_key,
         }
         try:
-            launch = prepare(
-                task_dir,
-                sup.workspace,
-                Path(self.spec.notebook_file),
-                self.spec.language,
-                self.spec.base_parameters,
-                extra_env=env,
-            )
+            workspace, notebook_file, language = self._notebook()
+            launch = prepare(task_dir, workspace, notebook_file, language, self.spec.base_parameters, extra_env=env)
         except Exception as exc:
             return self._finish(failed_before_start(exc))
         with self._lock:
@@ -183,6 +179,15 @@ class TaskExec:
         kill_group(proc.pid, signal.SIGKILL)
         sup.store.update_where_active(self.run_id, life_cycle="TERMINATING", exec_end_ms=now_ms())
         return self._finish(collect(launch, returncode))
+
+    def _notebook(self) -> tuple[Path, Path, str]:
+        """The workspace root, notebook file and language: from the workspace folder, or (source GIT)
+        from the run's commit, checked out now, as a cluster does at the run's start."""
+        if self.spec.git_source is None:
+            return self.sup.workspace, Path(self.spec.notebook_file), self.spec.language
+        checkout = self.sup.git.checkout(parse_git_source(self.spec.git_source))
+        notebook_file, language = resolve_notebook(checkout, "/" + self.spec.notebook_path)
+        return checkout, notebook_file, language
 
     def _finish(self, outcome: Outcome) -> str:
         reason = self.stop_reason
@@ -250,8 +255,10 @@ class Supervisor:
         max_concurrent_runs: int = 16,
         kill_grace_s: float = 3.0,
         child_env: dict[str, str] | None = None,
+        git: GitCheckouts | None = None,
     ) -> None:
         self.store = store
+        self.git = git or GitCheckouts({}, state_dir / "git")
         self.state_dir = state_dir
         self.workspace = workspace.resolve()
         self.faults = faults

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dsbridge_local.emulator.errors import ApiError, invalid, malformed
+from dsbridge_local.emulator.git import GitSource, check_git_notebook_path, parse_git_source
 from dsbridge_local.emulator.runtime.source import (
     NotebookNotFound,
     NotebookPathError,
@@ -56,6 +57,8 @@ class TaskSpec:
     depends_on: list[str]
     timeout_seconds: int
     echo: dict[str, Any] = field(default_factory=dict)  # fields echoed back in runs/get
+    # With source GIT: the run's `git_source`; the notebook is found at the run's start.
+    git_source: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -118,7 +121,7 @@ def _parameters(value: Any, name: str) -> dict[str, str]:
     return params
 
 
-def _task(raw: Any, index: int, workspace: Path) -> TaskSpec:
+def _task(raw: Any, index: int, workspace: Path, git: GitSource | None) -> TaskSpec:
     where = f"tasks[{index}]"
     if not isinstance(raw, dict):
         raise malformed(f"Could not parse request object: Expected an object for '{where}'")
@@ -136,16 +139,24 @@ def _task(raw: Any, index: int, workspace: Path) -> TaskSpec:
         raise invalid(f"{where}: a task must have notebook_task (the only task type the emulator runs)")
     if not isinstance(notebook_task, dict):
         raise malformed(f"Could not parse request object: Expected an object for '{where}.notebook_task'")
-    if notebook_task.get("source", "WORKSPACE") != "WORKSPACE":
-        raise invalid(f"{where}.notebook_task.source: only WORKSPACE notebooks are supported by the emulator")
+    source = notebook_task.get("source") or ("GIT" if git is not None else "WORKSPACE")
+    if source not in ("WORKSPACE", "GIT"):
+        raise invalid(f"{where}.notebook_task.source must be WORKSPACE or GIT, got {source!r}")
+    if source == "GIT" and git is None:
+        raise invalid(f"{where}.notebook_task.source is GIT, but the run has no git_source")
     notebook_path = notebook_task.get("notebook_path")
     if notebook_path is None:
         raise invalid(f"Missing required field: {where}.notebook_task.notebook_path")
     notebook_path = _string(notebook_path, f"{where}.notebook_task.notebook_path", 4096)
-    try:
-        notebook_file, language = resolve_notebook(workspace, notebook_path)
-    except (NotebookPathError, NotebookNotFound, NotebookSourceError) as exc:
-        raise invalid(str(exc)) from exc
+    if source == "GIT":
+        notebook_file, language = "", ""  # found in the commit when the run starts, as Databricks does
+        check_git_notebook_path(notebook_path)
+    else:
+        try:
+            found, language = resolve_notebook(workspace, notebook_path)
+        except (NotebookPathError, NotebookNotFound, NotebookSourceError) as exc:
+            raise invalid(str(exc)) from exc
+        notebook_file = str(found)
     params = _parameters(notebook_task.get("base_parameters"), f"{where}.notebook_task.base_parameters")
     depends_raw = raw.get("depends_on") or []
     if not isinstance(depends_raw, list):
@@ -157,7 +168,7 @@ def _task(raw: Any, index: int, workspace: Path) -> TaskSpec:
         depends_on.append(dep["task_key"])
     timeout = _integer(raw.get("timeout_seconds", 0), f"{where}.timeout_seconds")
     echo = {key: raw[key] for key in (*CLUSTER_FIELDS, "description", "libraries") if key in raw}
-    echo["notebook_task"] = {"notebook_path": notebook_path, "source": "WORKSPACE"}
+    echo["notebook_task"] = {"notebook_path": notebook_path, "source": source}
     if params:
         echo["notebook_task"]["base_parameters"] = params
     if depends_on:
@@ -167,12 +178,13 @@ def _task(raw: Any, index: int, workspace: Path) -> TaskSpec:
     return TaskSpec(
         task_key=task_key,
         notebook_path=notebook_path,
-        notebook_file=str(notebook_file),
+        notebook_file=notebook_file,
         language=language,
         base_parameters=params,
         depends_on=depends_on,
         timeout_seconds=timeout,
         echo=echo,
+        git_source=git.as_dict() if source == "GIT" and git is not None else None,
     )
 
 
@@ -210,8 +222,7 @@ def parse_submit(body: Any, workspace: Path) -> RunSpec:
         token = _string(token, "idempotency_token", MAX_IDEMPOTENCY_TOKEN)
         if not token:
             token = None
-    if body.get("git_source") is not None:
-        raise invalid("git_source is not supported by the emulator: notebooks come from its workspace folder")
+    git = parse_git_source(body["git_source"]) if body.get("git_source") is not None else None
     tasks_raw = body.get("tasks")
     legacy = False
     if tasks_raw is None:
@@ -229,7 +240,7 @@ def parse_submit(body: Any, workspace: Path) -> RunSpec:
         raise invalid("tasks must contain at least one task")
     if len(tasks_raw) > MAX_TASKS:
         raise invalid(f"A run submitted to the emulator may have at most {MAX_TASKS} tasks")
-    tasks = [_task(raw, index, workspace) for index, raw in enumerate(tasks_raw)]
+    tasks = [_task(raw, index, workspace, git) for index, raw in enumerate(tasks_raw)]
     _check_graph(tasks)
     request_id = next((t.base_parameters["request_id"] for t in tasks if "request_id" in t.base_parameters), None)
     return RunSpec(

@@ -338,6 +338,9 @@ def components(cfg: StackConfig, creds: dict[str, str], desc: dict[str, Any]) ->
     emulator_argv += ["--workspace", str(cfg.notebooks), "--state", str(cfg.state_dir / "emulator")]
     # Notebooks stand in for Databricks clusters: mostly asleep, so the local machine can run many.
     emulator_argv += ["--max-concurrent-runs", str(EMULATOR_CONCURRENT_RUNS)]
+    if (cfg.repo / ".git").exists():
+        # For DSBRIDGE_NOTEBOOK_SOURCE=git with DSBRIDGE_GIT_URL=file://<this checkout> (docs/deploy.md).
+        emulator_argv += ["--git-repo", f"file://{cfg.repo}={cfg.repo}"]
     service_argv = [python, "-m", "dsbridge_local.service", "--host", "127.0.0.1", "--port", str(cfg.ports["service"])]
     service_argv += ["--db", str(cfg.state_dir / "service.db")]
     found = {

@@ -31,7 +31,7 @@ from dsbridge.outcome import fail_request, failing_request_on_error
 from dsbridge.request import Request, request_of, run_name
 from dsbridge.retry import Transient
 from dsbridge.s3 import DsbridgeS3Hook
-from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, load_settings
+from dsbridge.settings import AWS_CONN_ID, DATABRICKS_CONN_ID, Settings, load_settings
 
 # Databricks keeps idempotency tokens of up to 64 characters.
 IDEMPOTENCY_TOKEN_LENGTH = 64
@@ -98,23 +98,63 @@ def compute_spec(compute: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def submit_payload(contract: JobContract, request: Request) -> dict[str, Any]:
+class NotebookSourceError(ValueError):
+    """The deployment's notebook source is incomplete; the message names the setting to fix."""
+
+
+def git_commit(bundle_version: str | None, settings: Settings) -> str:
+    """The commit whose notebook runs: the one the DAG run's code came from (a `GitDagBundle`'s
+    `bundle_version`), else the deployment's `DSBRIDGE_GIT_COMMIT`."""
+    commit = bundle_version or settings.git_commit
+    if not commit:
+        raise NotebookSourceError(
+            "DSBRIDGE_NOTEBOOK_SOURCE=git needs the commit the DAGs were deployed from: use a GitDagBundle "
+            "(each DAG run then carries its bundle_version) or set DSBRIDGE_GIT_COMMIT"
+        )
+    return commit
+
+
+def notebook_source(contract: JobContract, settings: Settings, bundle_version: str | None) -> dict[str, Any]:
+    """The payload fields that say which notebook runs: a workspace path, or a path in a Git commit."""
+    if settings.notebook_source != "git":
+        return {
+            "notebook_task": {"notebook_path": contract.notebook_path(settings.workspace_root), "source": "WORKSPACE"}
+        }
+    if not settings.git_url:
+        raise NotebookSourceError(
+            "DSBRIDGE_NOTEBOOK_SOURCE=git needs DSBRIDGE_GIT_URL, the repository Databricks clones"
+        )
+    folder = f"{settings.git_notebooks_path}/" if settings.git_notebooks_path else ""
+    return {
+        "git_source": {
+            "git_url": settings.git_url,
+            "git_provider": settings.git_provider,
+            "git_commit": git_commit(bundle_version, settings),
+        },
+        "notebook_task": {"notebook_path": f"{folder}{contract.name}/{contract.notebook_file.stem}", "source": "GIT"},
+    }
+
+
+def submit_payload(contract: JobContract, request: Request, bundle_version: str | None = None) -> dict[str, Any]:
     """The complete `runs/submit` body for one attempt at a request."""
+    source = notebook_source(contract, load_settings(), bundle_version)
     task = {
         "task_key": contract.name,
         "notebook_task": {
-            "notebook_path": contract.notebook_path(load_settings().workspace_root),
-            "source": "WORKSPACE",
+            **source["notebook_task"],
             "base_parameters": base_parameters(contract.name, request.request_id, request.output_path, request.params),
         },
         **compute_spec(contract.compute),
     }
-    return {
+    payload: dict[str, Any] = {
         "run_name": run_name(contract.name, request.request_id),
         "timeout_seconds": contract.timeout_seconds,
         "idempotency_token": idempotency_token(contract.name, request.request_id, request.attempt),
         "tasks": [task],
     }
+    if "git_source" in source:
+        payload["git_source"] = source["git_source"]
+    return payload
 
 
 class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
@@ -159,7 +199,10 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
                 f"allowed: {sorted(self.contract.params)}",
                 code=ErrorCode.INVALID_REQUEST,
             )
-        payload = submit_payload(self.contract, request)
+        try:
+            payload = submit_payload(self.contract, request, getattr(context.get("dag_run"), "bundle_version", None))
+        except NotebookSourceError as exc:
+            fail_request(context, str(exc), code=ErrorCode.SUBMIT_FAILED)
         size = len(json.dumps(payload["tasks"][0]["notebook_task"]["base_parameters"]))
         if size > BASE_PARAMETERS_MAX_BYTES:
             fail_request(

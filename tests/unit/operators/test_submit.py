@@ -103,6 +103,62 @@ def test_exact_submit_payload(operator, context_factory, fake_s3, monkeypatch):
     assert claim["request_id"] == "req-42"
 
 
+GIT_URL = "https://github.com/acme/dsbridge.git"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def git_mode(monkeypatch, **extra: str) -> None:
+    monkeypatch.setenv("DSBRIDGE_NOTEBOOK_SOURCE", "git")
+    monkeypatch.setenv("DSBRIDGE_GIT_URL", GIT_URL)
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_in_git_mode_the_notebook_is_the_one_of_the_dag_runs_commit(operator, context_factory, fake_s3, monkeypatch):
+    git_mode(monkeypatch, DSBRIDGE_GIT_COMMIT="f" * 40)  # the bundle's own version wins over the setting
+    context = context_factory("submit", conf={"merchant_id": "m_1042"}, params=PARAMS)
+    context["dag_run"].bundle_version = COMMIT
+    payload = submit(operator, context).submit_run.call_args.args[0]
+    assert payload["git_source"] == {"git_url": GIT_URL, "git_provider": "gitHub", "git_commit": COMMIT}
+    (task,) = payload["tasks"]
+    assert task["notebook_task"]["notebook_path"] == "notebooks/merchant_threshold/merchant_threshold"
+    assert task["notebook_task"]["source"] == "GIT"
+    assert task["notebook_task"]["base_parameters"]["request_id"] == "req-42"
+
+
+def test_without_a_bundle_version_the_configured_commit_is_used(operator, context_factory, fake_s3, monkeypatch):
+    git_mode(
+        monkeypatch, DSBRIDGE_GIT_COMMIT=COMMIT, DSBRIDGE_GIT_PROVIDER="gitLab", DSBRIDGE_GIT_NOTEBOOKS_PATH="/ds/"
+    )
+    context = context_factory("submit", conf={"merchant_id": "m_1042"}, params=PARAMS)
+    payload = submit(operator, context).submit_run.call_args.args[0]
+    assert payload["git_source"] == {"git_url": GIT_URL, "git_provider": "gitLab", "git_commit": COMMIT}
+    assert payload["tasks"][0]["notebook_task"]["notebook_path"] == "ds/merchant_threshold/merchant_threshold"
+
+
+@pytest.mark.parametrize(("unset", "named"), [("DSBRIDGE_GIT_URL", "DSBRIDGE_GIT_URL"), (None, "GitDagBundle")])
+def test_git_mode_without_what_it_needs_fails_the_request_before_submitting(
+    operator, context_factory, fake_s3, monkeypatch, unset, named
+):
+    git_mode(monkeypatch)
+    if unset:
+        monkeypatch.delenv(unset)
+    context = context_factory("submit", conf={"merchant_id": "m_1042"}, params=PARAMS)
+    with mock.patch(HOOK) as hook_cls, pytest.raises(AirflowFailException, match=named):
+        operator.execute(context)
+    hook_cls.return_value.submit_run.assert_not_called()
+    assert context["ti"].pushed["dsbridge_error"]["code"] == "submit_failed"
+    assert "run_id" not in context["ti"].pushed
+
+
+def test_an_unknown_notebook_source_is_named_with_its_choices(monkeypatch):
+    from dsbridge.settings import load_settings
+
+    monkeypatch.setenv("DSBRIDGE_NOTEBOOK_SOURCE", "dbfs")
+    with pytest.raises(ValueError, match="DSBRIDGE_NOTEBOOK_SOURCE='dbfs' must be one of: workspace, git"):
+        load_settings()
+
+
 def test_token_is_stable_per_request_and_changes_per_attempt():
     token = idempotency_token("job", "req-1")
     assert token == idempotency_token("job", "req-1")
