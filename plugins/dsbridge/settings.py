@@ -38,9 +38,11 @@ class Settings:
     # Retries back off from the first delay, doubling up to the cap (each jittered per request).
     retry_first_delay: timedelta = timedelta(seconds=5)
     retry_max_delay: timedelta = timedelta(minutes=30)
-    # Where Databricks finds a job's notebook: `workspace` (under `workspace_root`) or `git` (the
-    # repository at `git_url`, at the commit the DAG run's code came from; docs/deploy.md).
-    notebook_source: str = "workspace"
+    # Where Databricks finds a job's notebook (docs/deploy.md): `git` (the repository at `git_url`, at
+    # the commit the DAG run's code came from), `workspace` (imported by `dsbridge deploy` under
+    # `workspace_root`, its version checked at submit) or `folder` (the path under `workspace_root`,
+    # unchecked: the local stack, whose emulator serves the checkout's notebooks/ itself).
+    notebook_source: str = "folder"
     git_url: str = ""
     git_provider: str = "gitHub"
     # The commit when the DAG bundle has no version of its own (a local folder bundle).
@@ -76,7 +78,7 @@ def load_settings() -> Settings:
         collect_max_bytes=int(os.environ.get("DSBRIDGE_COLLECT_MAX_BYTES", str(512 * 1024 * 1024))),
         retry_first_delay=timedelta(seconds=float(os.environ.get("DSBRIDGE_RETRY_FIRST_DELAY_SECONDS", "5"))),
         retry_max_delay=_minutes("DSBRIDGE_RETRY_MAX_DELAY_MINUTES", 30),
-        notebook_source=_choice("DSBRIDGE_NOTEBOOK_SOURCE", NOTEBOOK_SOURCES, "workspace"),
+        notebook_source=_choice("DSBRIDGE_NOTEBOOK_SOURCE", NOTEBOOK_SOURCES, "folder"),
         git_url=os.environ.get("DSBRIDGE_GIT_URL", ""),
         git_provider=os.environ.get("DSBRIDGE_GIT_PROVIDER", "gitHub"),
         git_commit=os.environ.get("DSBRIDGE_GIT_COMMIT", ""),
@@ -84,7 +86,7 @@ def load_settings() -> Settings:
     )
 
 
-NOTEBOOK_SOURCES = ("workspace", "git")
+NOTEBOOK_SOURCES = ("folder", "git", "workspace")
 
 
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:

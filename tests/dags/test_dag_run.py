@@ -7,6 +7,7 @@ The tasks, the trigger and the callback all run for real; only the scheduler is 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -249,3 +250,66 @@ def test_git_mode_at_an_unknown_commit_fails_the_request_naming_it(peers, monkey
     body = verify([peers["secret"]], event["body"].encode(), event["headers"])
     assert body["type"] == "request.failed"
     assert "Failed to checkout Git repository" in body["error"]["message"] and unknown in body["error"]["message"]
+
+
+def deploy_to(peers: dict[str, Any], root: str, source: str | None = None) -> None:
+    """`dsbridge deploy` of merchant_threshold into the emulator's workspace (or `source` instead)."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.service.workspace import ImportFormat, Language
+
+    from dsbridge_local.cli.deploy import deploy_job
+
+    client = WorkspaceClient(host=peers["emulator"], token=TOKEN)
+    contract = load_contract(REPO / "notebooks" / "merchant_threshold" / "job.yaml")
+    path = deploy_job(client, contract, root)
+    if source is not None:
+        content = base64.b64encode(source.encode()).decode()
+        client.workspace.import_(
+            path, content=content, format=ImportFormat.SOURCE, language=Language.PYTHON, overwrite=True
+        )
+
+
+def failure_of(peers: dict[str, Any], request_id: str) -> dict[str, Any]:
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == request_id]
+    body = verify([peers["secret"]], event["body"].encode(), event["headers"])
+    assert body["type"] == "request.failed"
+    return dict(body["error"])
+
+
+def test_workspace_mode_runs_the_deployed_notebook(peers, monkeypatch):
+    monkeypatch.setenv("DSBRIDGE_NOTEBOOK_SOURCE", "workspace")
+    monkeypatch.setenv("DSBRIDGE_WORKSPACE_ROOT", "/deployed")
+    deploy_to(peers, "/deployed")
+    states = run_dag({"merchant_id": "m_8"}, "dagtest-deployed")
+
+    assert states["notify_success"] == "success", states
+    (event,) = [e for e in events(peers["service"]) if e["payload"]["request_id"] == "dagtest-deployed"]
+    assert verify([peers["secret"]], event["body"].encode(), event["headers"])["type"] == "request.succeeded"
+
+
+@pytest.mark.parametrize(
+    ("root", "tamper", "expected"),
+    [
+        ("/stale", "other version", "was deployed from another version of the job"),
+        ("/unmarked", "no mark", "was not deployed by dsbridge deploy (no mark)"),
+        ("/nowhere", None, "no notebook is deployed at /nowhere/merchant_threshold/merchant_threshold"),
+    ],
+)
+def test_workspace_mode_refuses_a_notebook_that_is_not_this_version(peers, monkeypatch, root, tamper, expected):
+    from dsbridge.deployment import MARK
+
+    monkeypatch.setenv("DSBRIDGE_NOTEBOOK_SOURCE", "workspace")
+    monkeypatch.setenv("DSBRIDGE_WORKSPACE_ROOT", root)
+    notebook = (REPO / "notebooks" / "merchant_threshold" / "merchant_threshold.py").read_text()
+    if tamper == "other version":
+        deploy_to(peers, root, notebook + f'\n{MARK}{{"job": "merchant_threshold", "contract_sha256": "{"0" * 64}"}}\n')
+    elif tamper == "no mark":
+        deploy_to(peers, root, notebook)
+    request_id = f"dagtest-refused-{root.strip('/')}"
+    states = run_dag({"merchant_id": "m_8"}, request_id)
+
+    assert states["submit"] == "failed" and states["notify_failure"] == "success", states
+    error = failure_of(peers, request_id)
+    assert error["code"] == "submit_failed" and error["failed_task"] == "submit"
+    assert "job merchant_threshold" in error["message"] and expected in error["message"]
+    assert "dsbridge deploy" in error["message"]  # the fix

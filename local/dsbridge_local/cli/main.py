@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dsbridge_local.cli.emulator",
     "dsbridge_local.cli.notebook",
     "dsbridge_local.cli.contract",
+    "dsbridge_local.cli.deploy",
     "dsbridge_local.cli.auth",
     "dsbridge_local.cli.bench",
 )

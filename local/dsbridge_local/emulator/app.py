@@ -39,6 +39,7 @@ from dsbridge_local.emulator.shapes import WORKSPACE_ID, render_output, render_r
 from dsbridge_local.emulator.stats import CallCounts
 from dsbridge_local.emulator.store import Store
 from dsbridge_local.emulator.validate import parse_submit, require_run_id
+from dsbridge_local.emulator.workspace import Workspace
 
 API_VERSIONS = ("2.1", "2.2")
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -98,6 +99,7 @@ class Emulator:
             child_env=child_env,
             git=GitCheckouts(config.git_repos, self.state_dir / "git"),
         )
+        self.workspace = Workspace(self.state_dir / "workspace", config.workspace)
         lost = self.supervisor.recover()
         log_event(
             "emulator.started",
@@ -133,6 +135,13 @@ class Emulator:
                 Route(f"{prefix}/list", self._api(self.list_runs), methods=["GET"]),
                 Route(f"{prefix}/delete", self._api(self.delete), methods=["POST"]),
             ]
+        workspace = "/api/2.0/workspace"
+        routes += [
+            Route(f"{workspace}/mkdirs", self._api(self.workspace_call("mkdirs")), methods=["POST"]),
+            Route(f"{workspace}/import", self._api(self.workspace_call("import_")), methods=["POST"]),
+            Route(f"{workspace}/get-status", self._api(self.workspace_call("get_status")), methods=["GET"]),
+            Route(f"{workspace}/export", self._api(self.workspace_call("export")), methods=["GET"]),
+        ]
         routes += [
             Route("/health", self.health, methods=["GET"]),
             Route("/.well-known/databricks-config", self.host_metadata, methods=["GET"]),
@@ -291,12 +300,21 @@ class Emulator:
     async def submit(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
         if self.supervisor.closing:
             raise ApiError(503, "TEMPORARILY_UNAVAILABLE", "The emulator is shutting down.")
-        spec = parse_submit(params, self.config.workspace)
+        spec = parse_submit(params, self.config.workspace, imported=self.workspace.imported)
         run_id, _ = self.supervisor.submit(spec)
         self.calls.count(run_id, "runs/submit")
         if delay := self.faults.submit_answer_delay():
             await asyncio.sleep(delay)  # the run exists; its answer is slow, or lost if the caller gives up
         return {"run_id": run_id}
+
+    def workspace_call(self, name: str) -> Handler:
+        """A Workspace API handler: the `Workspace` method `name` with the call's parameters."""
+        method = getattr(self.workspace, name)
+
+        async def handler(_request: Request, params: dict[str, Any]) -> Any:
+            return await asyncio.to_thread(method, params)  # file I/O, off the event loop
+
+        return handler
 
     async def get(self, request: Request, params: dict[str, Any]) -> dict[str, Any]:
         row = self._counted_row(require_run_id(params), "runs/get")

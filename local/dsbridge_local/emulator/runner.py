@@ -184,7 +184,10 @@ class TaskExec:
         """The workspace root, notebook file and language: from the workspace folder, or (source GIT)
         from the run's commit, checked out now, as a cluster does at the run's start."""
         if self.spec.git_source is None:
-            return self.sup.workspace, Path(self.spec.notebook_file), self.spec.language
+            notebook_file = Path(self.spec.notebook_file)
+            imported = (self.sup.state_dir / "workspace").resolve()
+            root = imported if notebook_file.is_relative_to(imported) else self.sup.workspace
+            return root, notebook_file, self.spec.language
         checkout = self.sup.git.checkout(parse_git_source(self.spec.git_source))
         notebook_file, language = resolve_notebook(checkout, "/" + self.spec.notebook_path)
         return checkout, notebook_file, language

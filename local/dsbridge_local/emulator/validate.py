@@ -121,7 +121,7 @@ def _parameters(value: Any, name: str) -> dict[str, str]:
     return params
 
 
-def _task(raw: Any, index: int, workspace: Path, git: GitSource | None) -> TaskSpec:
+def _task(raw: Any, index: int, workspace: Path, git: GitSource | None, imported: Path | None = None) -> TaskSpec:
     where = f"tasks[{index}]"
     if not isinstance(raw, dict):
         raise malformed(f"Could not parse request object: Expected an object for '{where}'")
@@ -153,7 +153,7 @@ def _task(raw: Any, index: int, workspace: Path, git: GitSource | None) -> TaskS
         check_git_notebook_path(notebook_path)
     else:
         try:
-            found, language = resolve_notebook(workspace, notebook_path)
+            found, language = _resolve(workspace, imported, notebook_path)
         except (NotebookPathError, NotebookNotFound, NotebookSourceError) as exc:
             raise invalid(str(exc)) from exc
         notebook_file = str(found)
@@ -188,6 +188,16 @@ def _task(raw: Any, index: int, workspace: Path, git: GitSource | None) -> TaskS
     )
 
 
+def _resolve(workspace: Path, imported: Path | None, notebook_path: str) -> tuple[Path, str]:
+    """A notebook imported through the Workspace API first, else the workspace folder's."""
+    if imported is not None:
+        try:
+            return resolve_notebook(imported, notebook_path)
+        except NotebookNotFound:
+            pass
+    return resolve_notebook(workspace, notebook_path)
+
+
 def _check_graph(tasks: list[TaskSpec]) -> None:
     keys = [task.task_key for task in tasks]
     if len(set(keys)) != len(keys):
@@ -211,7 +221,7 @@ def _check_graph(tasks: list[TaskSpec]) -> None:
         raise invalid(f"The task dependencies form a cycle: {sorted(remaining)}")
 
 
-def parse_submit(body: Any, workspace: Path) -> RunSpec:
+def parse_submit(body: Any, workspace: Path, imported: Path | None = None) -> RunSpec:
     """Validate a runs/submit payload; raise ApiError in the Jobs API's terms."""
     if not isinstance(body, dict):
         raise malformed("Invalid JSON given in the body of the request - expected a map")
@@ -240,7 +250,7 @@ def parse_submit(body: Any, workspace: Path) -> RunSpec:
         raise invalid("tasks must contain at least one task")
     if len(tasks_raw) > MAX_TASKS:
         raise invalid(f"A run submitted to the emulator may have at most {MAX_TASKS} tasks")
-    tasks = [_task(raw, index, workspace, git) for index, raw in enumerate(tasks_raw)]
+    tasks = [_task(raw, index, workspace, git, imported) for index, raw in enumerate(tasks_raw)]
     _check_graph(tasks)
     request_id = next((t.base_parameters["request_id"] for t in tasks if "request_id" in t.base_parameters), None)
     return RunSpec(

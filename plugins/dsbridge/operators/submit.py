@@ -15,6 +15,7 @@ A thin layer over the provider's `DatabricksSubmitRunOperator` that adds what a 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -26,6 +27,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from dsbridge.callback.event import ErrorCode
 from dsbridge.contract import JobContract
+from dsbridge.deployment import stale_deployment
 from dsbridge.ledger import Ownership, RequestLedger
 from dsbridge.outcome import fail_request, failing_request_on_error
 from dsbridge.request import Request, request_of, run_name
@@ -39,6 +41,7 @@ IDEMPOTENCY_TOKEN_LENGTH = 64
 BASE_PARAMETERS_MAX_BYTES = 1_000_000
 RUNS_LIST_PATH = ("GET", "2.2/jobs/runs/list")
 RUNS_LIST_PAGES = 20
+WORKSPACE_EXPORT_PATH = ("GET", "2.0/workspace/export")
 LIVE_STATES = frozenset({"PENDING", "QUEUED", "RUNNING", "BLOCKED", "WAITING_FOR_RETRY"})
 ENDING_STATES = frozenset({"TERMINATING"})
 ENDING_WAIT_SECONDS = 120
@@ -64,6 +67,17 @@ def active_runs_named(hook: Any, name: str) -> list[dict[str, Any]]:
             break
         params = {**params, "page_token": page["next_page_token"]}
     return found
+
+
+def exported_notebook(hook: Any, path: str) -> str | None:
+    """The source of the workspace notebook at `path` (`workspace/export`), or None if there is none."""
+    try:
+        answer = hook._do_api_call(WORKSPACE_EXPORT_PATH, {"path": path, "format": "SOURCE"})
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return None
+        raise
+    return base64.b64decode(answer.get("content") or "").decode("utf-8", errors="replace")
 
 
 def life_cycle(run: dict[str, Any]) -> str:
@@ -203,6 +217,8 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
             payload = submit_payload(self.contract, request, getattr(context.get("dag_run"), "bundle_version", None))
         except NotebookSourceError as exc:
             fail_request(context, str(exc), code=ErrorCode.SUBMIT_FAILED)
+        if load_settings().notebook_source == "workspace":
+            self._check_deployment(context, payload["tasks"][0]["notebook_task"]["notebook_path"])
         size = len(json.dumps(payload["tasks"][0]["notebook_task"]["base_parameters"]))
         if size > BASE_PARAMETERS_MAX_BYTES:
             fail_request(
@@ -214,6 +230,13 @@ class NotebookSubmitRunOperator(DatabricksSubmitRunOperator):
             self.run_id = self._live_run(context, request) or self._submit(context, request, payload)
         context["ti"].xcom_push(key="run_id", value=self.run_id)
         return self.run_id
+
+    def _check_deployment(self, context: Any, path: str) -> None:
+        """Refuse to run a workspace notebook deployed from another version of the job."""
+        with failing_request_on_error(context, "could not read the deployed notebook", code=ErrorCode.SUBMIT_FAILED):
+            source = exported_notebook(self._hook, path)
+        if (why := stale_deployment(self.contract, path, source)) is not None:
+            fail_request(context, why, code=ErrorCode.SUBMIT_FAILED)
 
     def _claim(self, context: Any, request: Request) -> None:
         """Own the request id, or end this DAG run as a duplicate or a conflict."""

@@ -155,7 +155,7 @@ def test_an_unknown_notebook_source_is_named_with_its_choices(monkeypatch):
     from dsbridge.settings import load_settings
 
     monkeypatch.setenv("DSBRIDGE_NOTEBOOK_SOURCE", "dbfs")
-    with pytest.raises(ValueError, match="DSBRIDGE_NOTEBOOK_SOURCE='dbfs' must be one of: workspace, git"):
+    with pytest.raises(ValueError, match="DSBRIDGE_NOTEBOOK_SOURCE='dbfs' must be one of: folder, git, workspace"):
         load_settings()
 
 
