@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import Any
 
 from dsbridge_local.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare, start
 from dsbridge_local.emulator.runtime.source import LANGUAGE_BY_SUFFIX, NotebookPathError, NotebookSourceError
+from dsbridge_local.stack.stack import REPO
 
 MAX_PARAMS = 1000
 
@@ -50,6 +52,25 @@ def register(subparsers: Any) -> None:
     run.add_argument("--timeout", type=float, default=0, help="seconds before the run is killed (0: none)")
     run.add_argument("--json", action="store_true", help="print the outcome as JSON instead of text")
     run.set_defaults(func=run_command)
+    test = actions.add_parser(
+        "test",
+        help="run a job's examples (job.yaml `examples:`) and check what comes out",
+        description=(
+            "Run each example of a job (or of every job) with the emulator's runtime, check the exit value and "
+            "result file against the job's output contract and the example's expectations, and report each "
+            "example with what differs. Exit code 0 when every example passes, 1 otherwise."
+        ),
+    )
+    test.add_argument("job", nargs="?", help="the job (a folder under --notebooks); default: every job")
+    test.add_argument(
+        "--notebooks",
+        type=Path,
+        default=Path(os.environ.get("DSBRIDGE_NOTEBOOKS_DIR", REPO / "notebooks")),
+        help="the folder of jobs (default: notebooks/ of this checkout)",
+    )
+    test.add_argument("--example", action="append", help="run only this example (repeatable)")
+    test.add_argument("--timeout", type=float, default=600, help="seconds each example may run (default 600)")
+    test.set_defaults(func=test_command)
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -65,9 +86,10 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def run_notebook(
-    path: Path, params: dict[str, str], workspace: Path | None = None, timeout: float = 0
+    path: Path, params: dict[str, str], workspace: Path | None = None, timeout: float = 0, dbfs_root: Path | None = None
 ) -> tuple[Outcome, str]:
-    """Run one notebook file in a child process; return (outcome, log)."""
+    """Run one notebook file in a child process; return (outcome, log). DBFS paths go to `dbfs_root`
+    (default: a folder removed with the run)."""
     notebook = path.resolve()
     root = (workspace or notebook.parent).resolve()
     if not notebook.is_relative_to(root):
@@ -77,7 +99,7 @@ def run_notebook(
         raise NotebookSourceError(f"{path}: not a Python (.py) or R (.r/.R) notebook")
     with tempfile.TemporaryDirectory(prefix="dsbridge-notebook-") as tmp:
         task_dir = Path(tmp)
-        extra = {"DSBRIDGE_DBFS_ROOT": str(task_dir / "dbfs")}
+        extra = {"DSBRIDGE_DBFS_ROOT": str(dbfs_root or task_dir / "dbfs")}
         try:
             launch = prepare(task_dir, root, notebook, language, params, extra_env=extra)
         except (NotebookSourceError, NotebookPathError) as exc:
@@ -124,3 +146,30 @@ def run_command(args: argparse.Namespace) -> int:
             if trace and trace != outcome.error:
                 print(trace, file=sys.stderr)
     return 0 if outcome.status == "SUCCESS" else 1
+
+
+def test_command(args: argparse.Namespace) -> int:
+    from dsbridge.contract import discover_contracts
+    from dsbridge_local.examples import run_examples
+
+    contracts, errors = discover_contracts(args.notebooks)
+    if errors:
+        raise ValueError("fix these contracts first:\n" + "\n".join(f"  {e}" for e in errors))
+    if args.job:
+        contracts = [c for c in contracts if c.name == args.job]
+        if not contracts:
+            raise ValueError(f"no job named {args.job!r} under {args.notebooks}")
+    known = {example.name for contract in contracts for example in contract.examples}
+    unknown = sorted(set(args.example or []) - known)
+    if unknown:
+        raise ValueError(f"no example named {unknown}; the examples are {sorted(known)}")
+    results = []
+    for contract in contracts:
+        if not contract.examples:
+            print(f"----  {contract.name}: no examples (add `examples:` to its job.yaml; docs/contract.md)")
+        for result in run_examples(contract, args.example, timeout=args.timeout):
+            print(result.report(), flush=True)
+            results.append(result)
+    failed = [r for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} of {len(results)} example(s) passed")
+    return 1 if failed else 0

@@ -58,6 +58,17 @@ class OutputContract:
 
 
 @dataclass(frozen=True)
+class Example:
+    """One example of a job: parameters, and what must come out of the notebook for them."""
+
+    name: str
+    params: dict[str, Any]
+    # exit_value / result_file: fields that must be equal; *_matches: JSON Schemas that must hold;
+    # failure: a text the notebook's error must contain (the run must fail).
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobContract:
     """One notebook job, validated. `name` is the folder name and the DAG id."""
 
@@ -78,6 +89,7 @@ class JobContract:
     retries: int = DEFAULT_RETRIES
     success_path: str = DEFAULT_CALLBACK_PATH
     failure_path: str = DEFAULT_CALLBACK_PATH
+    examples: tuple[Example, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -269,8 +281,36 @@ def load_contract(path: Path | str) -> JobContract:
         retries=raw.get("retries", DEFAULT_RETRIES),
         success_path=callback.get("success_path", DEFAULT_CALLBACK_PATH),
         failure_path=callback.get("failure_path", DEFAULT_CALLBACK_PATH),
+        examples=_examples_of(path, raw.get("examples") or [], params, required),
         raw=raw,
     )
+
+
+def _examples_of(
+    path: Path, raw: list[dict[str, Any]], params: dict[str, dict[str, Any]], required: list[str]
+) -> tuple[Example, ...]:
+    """The job's examples; one whose parameters break the job's own input schema is a contract error."""
+    request = {"type": "object", "properties": params, "required": required, "additionalProperties": False}
+    validator = Draft202012Validator(request)
+    names: set[str] = set()
+    examples = []
+    for index, item in enumerate(raw):
+        where = f"examples[{index}]"
+        if item["name"] in names:
+            raise ContractError(
+                path, f"{where}.name", f"'{item['name']}' is used twice", "give each example its own name"
+            )
+        names.add(item["name"])
+        given = item.get("params") or {}
+        problems = sorted(validator.iter_errors(given), key=lambda e: list(map(str, e.absolute_path)))
+        if problems:
+            problem = problems[0]
+            field = ".".join([f"{where}.params", *map(str, problem.absolute_path)])
+            raise ContractError(
+                path, field, problem.message, "give the example parameters a request could send (see params)"
+            )
+        examples.append(Example(name=item["name"], params=given, expect=item.get("expect") or {}))
+    return tuple(examples)
 
 
 def discover_contracts(notebooks_dir: Path | str) -> tuple[list[JobContract], list[ContractError]]:

@@ -141,3 +141,33 @@ def test_expected_minutes_may_be_a_fraction_and_reaches_the_wait_task(job_dir: P
     assert contract.expected_seconds == 30
     wait = build_job_dag(contract).get_task("wait")
     assert wait.start_trigger_args.trigger_kwargs["expected_seconds"] == 30
+
+
+def test_examples_are_read_with_their_expectations(job_dir: Path):
+    contract = load_contract(job_dir / "job.yaml")
+    first = contract.examples[0]
+    assert first.params == {"merchant_id": "m_1042", "lookback_days": 7}
+    assert first.expect["exit_value"]["orders"] == 280
+
+
+@pytest.mark.parametrize(
+    ("examples", "field", "problem"),
+    [
+        ([{"name": "x", "params": {"lookback_days": 7}}], "examples[0].params", "'merchant_id' is a required property"),
+        ([{"name": "x", "params": {"merchant_id": "m", "lookback_days": 0}}], "examples[0].params.lookback_days", "0"),
+        ([{"name": "x", "params": {"merchant_id": "m", "colour": "red"}}], "examples[0].params", "colour"),
+        ([{"name": "x", "params": {"merchant_id": "m"}}] * 2, "examples[1].name", "used twice"),
+        (
+            [{"name": "x", "params": {"merchant_id": "m"}, "expect": {"failure": "boom", "exit_value": {}}}],
+            "examples",
+            "",
+        ),
+        ([{"params": {"merchant_id": "m"}}], "examples", "'name' is a required property"),
+    ],
+)
+def test_an_example_a_request_could_not_send_is_a_contract_error(job_dir: Path, examples, field, problem):
+    path = rewrite(job_dir, lambda raw: raw.update(examples=examples))
+    with pytest.raises(ContractError) as caught:
+        load_contract(path)
+    assert caught.value.field.startswith(field), caught.value
+    assert problem in str(caught.value)
