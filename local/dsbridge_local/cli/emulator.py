@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--log-level", default="info", help="emulator event log level (default: info)")
     parser.add_argument(
+        "--secrets",
+        metavar="FILE",
+        help='secret scopes for dbutils.secrets, a JSON file {"scope": {"key": "value"}}; values are redacted',
+    )
+    parser.add_argument(
         "--git-repo",
         action="append",
         default=[],
@@ -66,6 +71,7 @@ def register(subparsers: Any) -> None:
 def run_emulator(args: argparse.Namespace) -> int:
     from dsbridge_local.emulator.app import EmulatorConfig
     from dsbridge_local.emulator.logs import configure
+    from dsbridge_local.emulator.runtime.secrets import load as load_secrets
     from dsbridge_local.emulator.server import serve
 
     workspace = Path(args.workspace)
@@ -90,6 +96,8 @@ def run_emulator(args: argparse.Namespace) -> int:
         return 2
     try:
         git_repos = git_repo_map(args.git_repo)
+        secrets_file = Path(args.secrets) if args.secrets else None
+        load_secrets(secrets_file)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +112,7 @@ def run_emulator(args: argparse.Namespace) -> int:
         kill_grace_s=args.kill_grace,
         faults=settings,
         git_repos=git_repos,
+        secrets_file=secrets_file,
     )
     print(
         f"dsbridge emulator on http://{args.host}:{args.port} (workspace {workspace}, "

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dsbridge_local.emulator.runtime import secrets
 from dsbridge_local.emulator.runtime.launch import Outcome, collect, failed_before_start, prepare, start
 from dsbridge_local.emulator.runtime.source import LANGUAGE_BY_SUFFIX, NotebookPathError, NotebookSourceError
 from dsbridge_local.stack.stack import REPO
@@ -50,6 +51,11 @@ def register(subparsers: Any) -> None:
         help="folder that plays the Databricks workspace, for %%run (default: the notebook's folder)",
     )
     run.add_argument("--timeout", type=float, default=0, help="seconds before the run is killed (0: none)")
+    run.add_argument(
+        "--secrets",
+        metavar="FILE",
+        help='secret scopes for dbutils.secrets, a JSON file {"scope": {"key": "value"}}; values are redacted',
+    )
     run.add_argument("--json", action="store_true", help="print the outcome as JSON instead of text")
     run.set_defaults(func=run_command)
     test = actions.add_parser(
@@ -86,7 +92,12 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def run_notebook(
-    path: Path, params: dict[str, str], workspace: Path | None = None, timeout: float = 0, dbfs_root: Path | None = None
+    path: Path,
+    params: dict[str, str],
+    workspace: Path | None = None,
+    timeout: float = 0,
+    dbfs_root: Path | None = None,
+    secrets_file: Path | None = None,
 ) -> tuple[Outcome, str]:
     """Run one notebook file in a child process; return (outcome, log). DBFS paths go to `dbfs_root`
     (default: a folder removed with the run)."""
@@ -100,6 +111,9 @@ def run_notebook(
     with tempfile.TemporaryDirectory(prefix="dsbridge-notebook-") as tmp:
         task_dir = Path(tmp)
         extra = {"DSBRIDGE_DBFS_ROOT": str(dbfs_root or task_dir / "dbfs")}
+        if secrets_file is not None:
+            secrets.load(secrets_file)  # a malformed file is a usage error, before anything runs
+            extra[secrets.ENV] = str(secrets_file.resolve())
         try:
             launch = prepare(task_dir, root, notebook, language, params, extra_env=extra)
         except (NotebookSourceError, NotebookPathError) as exc:
@@ -128,7 +142,11 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         params = parse_params(args.param)
         outcome, log = run_notebook(
-            path, params, Path(args.workspace) if args.workspace else None, timeout=args.timeout
+            path,
+            params,
+            Path(args.workspace) if args.workspace else None,
+            timeout=args.timeout,
+            secrets_file=Path(args.secrets) if args.secrets else None,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

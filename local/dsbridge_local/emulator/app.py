@@ -35,6 +35,7 @@ from dsbridge_local.emulator.faults import FaultError, Faults, FaultSettings
 from dsbridge_local.emulator.git import GitCheckouts
 from dsbridge_local.emulator.logs import log_event
 from dsbridge_local.emulator.runner import Supervisor
+from dsbridge_local.emulator.runtime import secrets
 from dsbridge_local.emulator.shapes import WORKSPACE_ID, render_output, render_run, render_task_run
 from dsbridge_local.emulator.stats import CallCounts
 from dsbridge_local.emulator.store import Store
@@ -68,6 +69,8 @@ class EmulatorConfig:
     faults: FaultSettings = field(default_factory=FaultSettings)
     # `git_source` URLs the emulator serves, each from a local clone (`--git-repo URL=PATH`).
     git_repos: dict[str, Path] = field(default_factory=dict)
+    # Secret scopes for `dbutils.secrets` (`--secrets FILE`); values are redacted from logs and outputs.
+    secrets_file: Path | None = None
 
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Any]]
@@ -89,6 +92,9 @@ class Emulator:
         self.faults = Faults(config.faults)
         self.calls = CallCounts()
         child_env = {"AWS_ENDPOINT_URL_S3": config.s3_endpoint_url} if config.s3_endpoint_url else {}
+        if config.secrets_file is not None:
+            secrets.load(config.secrets_file)  # a malformed file stops the emulator at start, not a run
+            child_env[secrets.ENV] = str(config.secrets_file.resolve())
         self.supervisor = Supervisor(
             self.store,
             self.state_dir,

@@ -146,6 +146,8 @@ class TaskExec:
             "DSBRIDGE_RUN_ID": str(self.run.run_id),
             "DSBRIDGE_TASK_RUN_ID": str(self.run_id),
             "DSBRIDGE_TASK_KEY": self.spec.task_key,
+            # dbutils.jobs.taskValues: what the run's tasks leave for each other.
+            "DSBRIDGE_TASK_VALUES_DIR": str(sup.state_dir / "runs" / str(self.run.run_id) / "task_values"),
         }
         try:
             workspace, notebook_file, language = self._notebook()

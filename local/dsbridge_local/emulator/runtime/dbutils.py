@@ -10,7 +10,11 @@ when a notebook touches it (and a clear error says so when pyspark is not instal
 from __future__ import annotations
 
 import builtins
+import json
+import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 HEAD_DEFAULT_BYTES = 65536
@@ -88,12 +92,116 @@ class _Widgets:
         self._defaults.clear()
 
     def help(self) -> None:
-        print("dbutils.widgets (emulator): get, getArgument, getAll, text, dropdown, combobox, multiselect")
+        print(WIDGETS_HELP)
+
+
+WIDGETS_HELP = """dbutils.widgets provides utilities for working with notebook widgets.
+combobox(name: String, defaultValue: String, choices: Seq, label: String): void -> Creates a combobox input widget
+dropdown(name: String, defaultValue: String, choices: Seq, label: String): void -> Creates a dropdown input widget
+get(name: String): String -> Retrieves current value of an input widget
+getAll: map -> Retrieves a map of all widget names and their values
+getArgument(name: String, optional: String): String -> (DEPRECATED) Equivalent to get
+multiselect(name: String, defaultValue: String, choices: Seq, label: String): void -> Creates a multiselect widget
+remove(name: String): void -> Removes an input widget from the notebook
+removeAll: void -> Removes all widgets in the notebook
+text(name: String, defaultValue: String, label: String): void -> Creates a text input widget"""
 
 
 class _Notebook:
     def exit(self, value: Any) -> None:
         raise NotebookExit("" if value is None else str(value))
+
+
+class IllegalArgumentException(Exception):
+    """What Databricks raises for a secret scope or key that does not exist."""
+
+
+@dataclass(frozen=True)
+class SecretScope:
+    name: str
+
+
+@dataclass(frozen=True)
+class SecretMetadata:
+    key: str
+
+
+class _Secrets:
+    """`dbutils.secrets` over the emulator's secrets file; values are redacted from logs and outputs."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[str, dict[str, str]] | None = None
+
+    def _all(self) -> dict[str, dict[str, str]]:
+        if self._scopes is None:
+            from dsbridge_local.emulator.runtime import secrets
+
+            self._scopes = secrets.from_env()
+        return self._scopes
+
+    def get(self, scope: str, key: str) -> str:
+        value = self._all().get(scope, {}).get(key)
+        if value is None:
+            raise IllegalArgumentException(f"Secret does not exist with scope: {scope} and key: {key}")
+        return value
+
+    def getBytes(self, scope: str, key: str) -> bytes:
+        return self.get(scope, key).encode("utf-8")
+
+    def list(self, scope: str) -> builtins.list[SecretMetadata]:
+        if scope not in self._all():
+            raise IllegalArgumentException(f"Scope {scope} does not exist")
+        return [SecretMetadata(key) for key in sorted(self._all()[scope])]
+
+    def listScopes(self) -> builtins.list[SecretScope]:
+        return [SecretScope(name) for name in sorted(self._all())]
+
+    def help(self) -> None:
+        print("dbutils.secrets provides utilities for leveraging secrets within notebooks.")
+        print("get(scope: String, key: String): String, getBytes, list(scope: String), listScopes")
+
+
+class _TaskValues:
+    """`dbutils.jobs.taskValues`: values one task of a run leaves for the tasks after it."""
+
+    @staticmethod
+    def _folder() -> Path | None:
+        folder = os.environ.get("DSBRIDGE_TASK_VALUES_DIR")
+        return Path(folder) if folder else None
+
+    def set(self, key: str, value: Any) -> None:
+        text = json.dumps(value)  # a value must be JSON, as on Databricks
+        folder, task = self._folder(), os.environ.get("DSBRIDGE_TASK_KEY")
+        if folder is None or not task:
+            return  # outside a job run there is nobody to read it
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{task}.json"
+        values = json.loads(path.read_text()) if path.is_file() else {}
+        values[key] = json.loads(text)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(values))
+        partial.replace(path)
+
+    def get(self, taskKey: str, key: str, default: Any = None, debugValue: Any = None) -> Any:
+        folder = self._folder()
+        if folder is None:
+            if debugValue is None:
+                raise TypeError(
+                    "Must pass debugValue when calling get outside of a job context. debugValue cannot be None."
+                )
+            return debugValue
+        path = folder / f"{taskKey}.json"
+        values = json.loads(path.read_text()) if path.is_file() else {}
+        if key in values:
+            return values[key]
+        if default is not None:
+            return default
+        raise ValueError(f"No value found for key {key!r} of task {taskKey!r}, and no default was given")
+
+
+class _Jobs:
+    def __init__(self) -> None:
+        self.taskValues = _TaskValues()
 
 
 class _Fs:
@@ -137,6 +245,8 @@ class DBUtils:
         self.widgets = _Widgets(params)
         self.notebook = _Notebook()
         self.fs = _Fs()
+        self.secrets = _Secrets()
+        self.jobs = _Jobs()
 
 
 class LazySpark:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsbridge_local.emulator.runtime import secrets
 from dsbridge_local.emulator.runtime.source import NotebookPathError, NotebookSourceError, parse_notebook
 
 # The package root that holds `dsbridge`, put on the child's PYTHONPATH.
@@ -143,7 +144,19 @@ def truncate_result(value: str) -> tuple[str, bool]:
 
 
 def collect(launch: Launch, returncode: int) -> Outcome:
-    """Read the child's result file; a missing or broken file means the process crashed."""
+    """Read the child's result file (a missing or broken file means the process crashed), with every
+    secret value the notebook could read redacted from its log and outcome."""
+    hidden = secrets.values(secrets.load(launch.env.get(secrets.ENV)))
+    secrets.redact_file(launch.log_file, hidden)
+    outcome = _collect(launch, returncode)
+    if hidden:
+        outcome.result = secrets.redact(outcome.result, hidden)
+        outcome.error = secrets.redact(outcome.error, hidden)
+        outcome.error_trace = secrets.redact(outcome.error_trace, hidden)
+    return outcome
+
+
+def _collect(launch: Launch, returncode: int) -> Outcome:
     try:
         data = json.loads(launch.result_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -18,6 +18,8 @@ from typing import Any
 
 from dsbridge_local.emulator.runtime.dbutils import NotebookExit, notebook_globals
 
+SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
+
 
 def _run_cells(cells: list[dict[str, Any]], namespace: dict[str, Any]) -> None:
     for cell in cells:
@@ -81,6 +83,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     cells: list[dict[str, Any]] = spec["cells"]
     params = {str(k): str(v) for k, v in (spec.get("params") or {}).items()}
     namespace = notebook_globals(params, spec["notebook_file"])
+    # `from databricks.sdk.runtime import dbutils` finds this notebook's globals, as on a cluster.
+    sys.path.insert(0, SHIM_DIR)
+    import dbruntime
+
+    dbruntime.set_namespace(namespace)
     sys.argv = [spec["notebook_file"]]
     sys.path.insert(0, os.path.dirname(spec["notebook_file"]))
     try:

@@ -1,0 +1,3 @@
+# Databricks notebook source
+def double(x):
+    return 2 * x

@@ -1,0 +1,2 @@
+# Databricks notebook source
+dbutils.jobs.taskValues.set(key="threshold", value={"value": 0.42})
