@@ -139,3 +139,50 @@ def test_notebook_run_takes_the_same_secrets_file_and_redacts(tmp_path, capsys):
     secrets_file.write_text("[not an object]")
     assert main(["notebook", "run", notebook, "--secrets", str(secrets_file)]) == 2
     assert "secrets file" in capsys.readouterr().err
+
+
+def test_notebook_run_children_are_runs_with_databricks_semantics(ws, server):
+    run, out = run_one(ws, "/orchestrator")
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, out.error
+    result = json.loads(out.notebook_output.result)
+    assert (result["doubled"], result["again"], result["silent"]) == ("42", "84", "")
+    assert result["failure"]["type"] == "WorkflowException"
+    assert result["failure"]["cause"] == "NotebookExecutionException"
+    assert "KeyError: 'missing column amount'" in result["failure"]["message"]
+    assert (
+        result["timeout"]["type"] == "WorkflowException" and "Timed out after 1 seconds" in result["timeout"]["message"]
+    )
+    # Each child is its own run, shown by runs/get as a notebook workflow run.
+    children = [r for r in ws.jobs.list_runs(limit=25) if (r.run_name or "").endswith("/children/child")]
+    assert len(children) == 5
+    assert {r.run_type for r in children} == {jobs.RunType.WORKFLOW_RUN}
+
+
+def test_cancelling_the_parent_cancels_its_child(ws):
+    task = jobs.SubmitTask(task_key="t", notebook_task=jobs.NotebookTask(notebook_path="/parent_waits"))
+    parent_id = ws.jobs.submit(run_name="parent", tasks=[task]).run_id
+    deadline = time.monotonic() + 30
+    while not (
+        child := next(
+            (
+                r
+                for r in ws.jobs.list_runs(active_only=True, limit=25)
+                if r.run_name == "dbutils.notebook.run /children/child"
+            ),
+            None,
+        )
+    ):
+        assert time.monotonic() < deadline, "the child run never started"
+        time.sleep(0.1)
+    ws.jobs.cancel_run(parent_id)
+    assert finished(ws, parent_id).state.result_state == jobs.RunResultState.CANCELED
+    assert finished(ws, child.run_id).state.result_state == jobs.RunResultState.CANCELED
+
+
+def test_notebook_run_works_under_dsbridge_notebook_run(capsys):
+    from dsbridge_local.cli.main import main
+
+    assert main(["notebook", "run", str(FIDELITY / "orchestrator.py"), "--workspace", str(FIDELITY), "--json"]) == 0
+    result = json.loads(json.loads(capsys.readouterr().out)["result"])
+    assert (result["doubled"], result["again"], result["failure"]["type"]) == ("42", "84", "WorkflowException")
+    assert "Timed out after 1 seconds" in result["timeout"]["message"]

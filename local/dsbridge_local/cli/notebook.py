@@ -110,7 +110,12 @@ def run_notebook(
         raise NotebookSourceError(f"{path}: not a Python (.py) or R (.r/.R) notebook")
     with tempfile.TemporaryDirectory(prefix="dsbridge-notebook-") as tmp:
         task_dir = Path(tmp)
-        extra = {"DSBRIDGE_DBFS_ROOT": str(dbfs_root or task_dir / "dbfs")}
+        extra = {
+            "DSBRIDGE_DBFS_ROOT": str(dbfs_root or task_dir / "dbfs"),
+            # dbutils.notebook.run: children resolve against this notebook, in this workspace folder.
+            "DSBRIDGE_WORKSPACE_DIR": str(root),
+            "DSBRIDGE_NOTEBOOK_PATH": "/" + notebook.relative_to(root).with_suffix("").as_posix(),
+        }
         if secrets_file is not None:
             secrets.load(secrets_file)  # a malformed file is a usage error, before anything runs
             extra[secrets.ENV] = str(secrets_file.resolve())

@@ -43,6 +43,7 @@ from dsbridge_local.emulator.validate import parse_submit, require_run_id
 from dsbridge_local.emulator.workspace import Workspace
 
 API_VERSIONS = ("2.1", "2.2")
+PARENT_RUN_HEADER = "X-Dsbridge-Parent-Run"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
 LIST_LIMIT_MAX = 25
@@ -307,11 +308,28 @@ class Emulator:
         if self.supervisor.closing:
             raise ApiError(503, "TEMPORARILY_UNAVAILABLE", "The emulator is shutting down.")
         spec = parse_submit(params, self.config.workspace, imported=self.workspace.imported)
+        spec.parent_run_id = self._parent_run(request)
         run_id, _ = self.supervisor.submit(spec)
         self.calls.count(run_id, "runs/submit")
         if delay := self.faults.submit_answer_delay():
             await asyncio.sleep(delay)  # the run exists; its answer is slow, or lost if the caller gives up
         return {"run_id": run_id}
+
+    def _parent_run(self, request: Request) -> int | None:
+        """The run whose notebook calls `dbutils.notebook.run` (our header; Databricks tracks it itself)."""
+        raw = request.headers.get(PARENT_RUN_HEADER)
+        if raw is None:
+            return None
+        if not raw.isdigit() or self.store.get(int(raw)) is None:
+            raise invalid(f"{PARENT_RUN_HEADER} {raw[:40]!r} is not a run of this emulator")
+        return int(raw)
+
+    def serving_at(self, host: str, port: int) -> None:
+        """Tell notebooks where this emulator answers, for the runs `dbutils.notebook.run` starts."""
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.supervisor.child_env["DSBRIDGE_EMULATOR_API"] = f"http://{reachable}:{port}"
+        if self.config.token:
+            self.supervisor.child_env["DSBRIDGE_EMULATOR_TOKEN"] = self.config.token
 
     def workspace_call(self, name: str) -> Handler:
         """A Workspace API handler: the `Workspace` method `name` with the call's parameters."""

@@ -148,6 +148,8 @@ class TaskExec:
             "DSBRIDGE_TASK_KEY": self.spec.task_key,
             # dbutils.jobs.taskValues: what the run's tasks leave for each other.
             "DSBRIDGE_TASK_VALUES_DIR": str(sup.state_dir / "runs" / str(self.run.run_id) / "task_values"),
+            # dbutils.notebook.run: children are runs of this emulator, relative to this notebook.
+            "DSBRIDGE_NOTEBOOK_PATH": self.spec.notebook_path,
         }
         try:
             workspace, notebook_file, language = self._notebook()
@@ -276,6 +278,8 @@ class Supervisor:
         self._active: dict[int, RunHandle] = {}
         self._pending_handles: dict[int, RunHandle] = {}
         self._execs: dict[int, list[TaskExec]] = {}
+        # Runs started by `dbutils.notebook.run`, by the run whose notebook started them.
+        self._children: dict[int, set[int]] = {}
         self._threads: list[threading.Thread] = []
         self.closing = False
 
@@ -288,7 +292,13 @@ class Supervisor:
             "parent_id": None,
             "run_name": spec.run_name,
             "task_key": None,
-            "spec": json.dumps({"timeout_seconds": spec.timeout_seconds, "forced": forced}),
+            "spec": json.dumps(
+                {
+                    "timeout_seconds": spec.timeout_seconds,
+                    "forced": forced,
+                    "run_type": "WORKFLOW_RUN" if spec.parent_run_id else "SUBMIT_RUN",
+                }
+            ),
             "life_cycle": "QUEUED",
             "created_ms": created,
             "idempotency_token": spec.idempotency_token,
@@ -319,6 +329,8 @@ class Supervisor:
                 request_id=spec.request_id,
             )
             handle = RunHandle(run_id, spec.request_id, spec.timeout_seconds)
+            if spec.parent_run_id is not None:
+                self._children.setdefault(spec.parent_run_id, set()).add(run_id)
             if len(self._active) < self.max_concurrent_runs:
                 self._start(handle)
             else:
@@ -501,6 +513,15 @@ class Supervisor:
         self.store.update_where_active(run_id, life_cycle="TERMINATING")
         self.store.update_where_active(run_id, **ending_fields(ending_for(result, message), end_ms=now_ms()))
         log_event("run.finished", run_id=run_id, result_state=result, request_id=handle.request_id)
+        self._end_children(run_id)
+
+    def _end_children(self, run_id: int) -> None:
+        """A run's `dbutils.notebook.run` children end with it, as on Databricks."""
+        with self._lock:
+            children = self._children.pop(run_id, set())
+        for child in children:
+            with contextlib.suppress(LookupError):
+                self.cancel(child)
 
     def _end_task_without_running(self, task_run_id: int, result: str) -> None:
         end = now_ms()

@@ -32,6 +32,7 @@ def _uvicorn_config(emulator: Emulator, host: str, port: int, log_level: str) ->
 def serve(config: EmulatorConfig, host: str, port: int, log_level: str = "warning") -> None:
     """Run until interrupted (SIGINT/SIGTERM); active runs end as INTERNAL_ERROR on the way out."""
     emulator = Emulator(config)
+    emulator.serving_at(host, port)
     try:
         uvicorn.Server(_uvicorn_config(emulator, host, port, log_level)).run()
     finally:
@@ -61,6 +62,7 @@ class BackgroundServer:
 def start_background(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
     emulator = Emulator(config)
     port = port or free_port(host)
+    emulator.serving_at(host, port)
     server = uvicorn.Server(_uvicorn_config(emulator, host, port, "warning"))
     thread = threading.Thread(target=server.run, name=f"emulator-{port}", daemon=True)
     thread.start()

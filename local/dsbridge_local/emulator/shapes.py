@@ -82,6 +82,14 @@ def render_task(task: dict[str, Any], base_url: str) -> dict[str, Any]:
     return body
 
 
+def run_type_of(parent: dict[str, Any]) -> str:
+    """SUBMIT_RUN, or WORKFLOW_RUN for a run a notebook started with `dbutils.notebook.run`."""
+    try:
+        return str(json.loads(parent.get("spec") or "{}").get("run_type") or "SUBMIT_RUN")
+    except ValueError:
+        return "SUBMIT_RUN"
+
+
 def render_run(parent: dict[str, Any], tasks: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
     """A parent run as `runs/get` returns it."""
     body: dict[str, Any] = {
@@ -92,7 +100,7 @@ def render_run(parent: dict[str, Any], tasks: list[dict[str, Any]], base_url: st
         "attempt_number": 0,
         "creator_user_name": CREATOR,
         "run_name": parent["run_name"],
-        "run_type": "SUBMIT_RUN",
+        "run_type": run_type_of(parent),
         "run_page_url": run_page_url(base_url, parent["job_id"], parent["run_id"]),
         "state": state_of(parent),
         "status": status_of(parent),
@@ -119,7 +127,7 @@ def render_task_run(task: dict[str, Any], parent: dict[str, Any], base_url: str)
             "original_attempt_run_id": task["run_id"],
             "creator_user_name": CREATOR,
             "run_name": parent["run_name"],
-            "run_type": "SUBMIT_RUN",
+            "run_type": run_type_of(parent),
         }
     )
     return body

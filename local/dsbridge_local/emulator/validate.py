@@ -78,6 +78,8 @@ class RunSpec:
     legacy: bool
     tasks: list[TaskSpec]
     request_id: str | None = None
+    # A run started by `dbutils.notebook.run` in another run's notebook: ended with it.
+    parent_run_id: int | None = None
 
 
 def _integer(value: Any, name: str) -> int:

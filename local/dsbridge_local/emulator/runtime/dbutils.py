@@ -111,6 +111,12 @@ class _Notebook:
     def exit(self, value: Any) -> None:
         raise NotebookExit("" if value is None else str(value))
 
+    def run(self, path: str, timeout_seconds: int = 0, arguments: dict[str, Any] | None = None) -> str:
+        """Run another notebook as a run of its own; its exit value, or `WorkflowException` (children.py)."""
+        from dsbridge_local.emulator.runtime import children
+
+        return children.run(path, timeout_seconds, arguments)
+
 
 class IllegalArgumentException(Exception):
     """What Databricks raises for a secret scope or key that does not exist."""
