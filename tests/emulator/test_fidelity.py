@@ -186,3 +186,18 @@ def test_notebook_run_works_under_dsbridge_notebook_run(capsys):
     result = json.loads(json.loads(capsys.readouterr().out)["result"])
     assert (result["doubled"], result["again"], result["failure"]["type"]) == ("42", "84", "WorkflowException")
     assert "Timed out after 1 seconds" in result["timeout"]["message"]
+
+
+@pytest.mark.r
+def test_r_notebooks_have_notebook_run_secrets_and_widgets_help(ws, server):
+    run, out = run_one(ws, "/r_orchestrator")
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, out.error
+    result = json.loads(out.notebook_output.result)
+    assert result["doubled"] == "42" and result["n"] == len(SECRET)
+    assert result["failure"].startswith(
+        "WorkflowException: com.databricks.NotebookExecutionException: FAILED: KeyError"
+    )
+    assert result["missing"] == "IllegalArgumentException: Secret does not exist with scope: payments and key: nope"
+    log = log_of(server, run.run_id)
+    assert "the token is [REDACTED]" in log and SECRET not in log
+    assert "dbutils.widgets provides utilities for working with notebook widgets." in log

@@ -125,3 +125,20 @@ def _as_process(target: str, timeout: float, params: dict[str, str]) -> str:
     if outcome.get("status") != "SUCCESS":
         raise failed(str(outcome.get("error")))
     return str(outcome.get("result") or "")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ...children PATH TIMEOUT ARGUMENTS_JSON`, for R notebooks: one JSON line, the exit
+    value (`{"result": ...}`) or the failure (`{"error": ...}`)."""
+    path, timeout, arguments = argv[0], float(argv[1]), json.loads(argv[2] or "{}")
+    try:
+        value = run(path, int(timeout), arguments)
+    except WorkflowException as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 0
+    print(json.dumps({"result": value}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -42,6 +42,35 @@ dbutils.widgets.removeAll <- function() {
   .dsb$defaults <- list()
   invisible(NULL)
 }
+dbutils.widgets.help <- function() {
+  cat("dbutils.widgets provides utilities for working with notebook widgets.\n")
+  cat("get(name), getArgument(name, optional), text(name, defaultValue, label), dropdown(name, defaultValue, choices, label),\n")
+  cat("combobox(name, defaultValue, choices, label), removeAll()\n")
+  invisible(NULL)
+}
+
+dbutils.secrets.get <- function(scope, key) {
+  file <- Sys.getenv("DSBRIDGE_SECRETS_FILE")
+  scopes <- if (nzchar(file)) jsonlite::fromJSON(file, simplifyVector = FALSE) else list()
+  value <- scopes[[scope]][[key]]
+  if (is.null(value)) {
+    stop(sprintf("IllegalArgumentException: Secret does not exist with scope: %s and key: %s", scope, key), call. = FALSE)
+  }
+  value
+}
+
+# The Python runtime runs the child (a run of the emulator, or a process under `dsbridge notebook run`).
+dbutils.notebook.run <- function(path, timeout_seconds = 0, arguments = list()) {
+  args <- c(
+    "-m", "dsbridge_local.emulator.runtime.children", shQuote(path), as.character(timeout_seconds),
+    shQuote(as.character(jsonlite::toJSON(lapply(arguments, as.character), auto_unbox = TRUE)))
+  )
+  out <- .dsb$python(args)
+  if (length(out) > 1) cat(out[-length(out)], sep = "\n")  # the child's log, under `dsbridge notebook run`
+  answer <- jsonlite::fromJSON(out[length(out)], simplifyVector = FALSE)
+  if (!is.null(answer$error)) stop(paste0("WorkflowException: ", answer$error), call. = FALSE)
+  answer$result
+}
 
 dbutils.notebook.exit <- function(value) {
   cond <- structure(
@@ -51,10 +80,9 @@ dbutils.notebook.exit <- function(value) {
   stop(cond)
 }
 
-.dsb$fs <- function(op, path, arg = NULL, input = NULL) {
+# Runs a helper of the Python runtime (fs, notebook.run): one client and one behaviour for both languages.
+.dsb$python <- function(args, input = NULL) {
   python <- Sys.getenv("DSBRIDGE_PYTHON", "python3")
-  args <- c("-m", "dsbridge_local.emulator.runtime.fs", op, shQuote(path))
-  if (!is.null(arg)) args <- c(args, shQuote(arg))
   errfile <- tempfile()
   # R puts its own libraries first on LD_LIBRARY_PATH, which breaks Python's ssl module: give the
   # Python helper the library path the emulator itself had.
@@ -69,7 +97,12 @@ dbutils.notebook.exit <- function(value) {
   if (!is.null(status) && status != 0) {
     stop(paste(readLines(errfile, warn = FALSE), collapse = "\n"), call. = FALSE)
   }
-  paste(out, collapse = "\n")
+  out
+}
+.dsb$fs <- function(op, path, arg = NULL, input = NULL) {
+  args <- c("-m", "dsbridge_local.emulator.runtime.fs", op, shQuote(path))
+  if (!is.null(arg)) args <- c(args, shQuote(arg))
+  paste(.dsb$python(args, input = input), collapse = "\n")
 }
 dbutils.fs.put <- function(file, contents, overwrite = FALSE) {
   .dsb$fs("put", file, if (isTRUE(overwrite)) "true" else "false", input = contents) == "true"
