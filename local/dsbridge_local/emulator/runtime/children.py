@@ -76,7 +76,8 @@ def _call(method: str, endpoint: str, body: dict[str, Any] | None = None, query:
             return dict(json.loads(answer.read() or b"{}"))
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("message", str(exc))
-        raise failed(detail) from None
+        error = failed(detail)
+        raise error from error.__cause__
 
 
 def _as_run(target: str, timeout: int, params: dict[str, str]) -> str:
@@ -110,17 +111,20 @@ def _as_process(target: str, timeout: float, params: dict[str, str]) -> str:
     try:
         notebook, _language = resolve_notebook(root, target)
     except (NotebookNotFound, NotebookPathError) as exc:
-        raise failed(str(exc)) from None
+        error = failed(str(exc))
+        raise error from error.__cause__
     argv = [sys.executable, "-m", "dsbridge_local.cli.main", "notebook", "run", str(notebook), "--json"]
     argv += ["--workspace", str(root), *(f"--param={key}={value}" for key, value in params.items())]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or None, check=False)
     except subprocess.TimeoutExpired:
-        raise failed(f"Timed out after {timeout:g} seconds") from None
+        error = failed(f"Timed out after {timeout:g} seconds")
+        raise error from error.__cause__
     try:
         outcome = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise failed(f"the child notebook {target} could not be run: {done.stderr.strip()[-500:]}") from None
+        error = failed(f"the child notebook {target} could not be run: {done.stderr.strip()[-500:]}")
+        raise error from error.__cause__
     print(outcome.get("log", ""), end="")
     if outcome.get("status") != "SUCCESS":
         raise failed(str(outcome.get("error")))
