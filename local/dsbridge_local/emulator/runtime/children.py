@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 POLL_SECONDS = 0.2
+GRACE_SECONDS = 120
+UNBOUNDED_CHILD_SECONDS = 7 * 24 * 3600
 TERMINAL = ("TERMINATED", "INTERNAL_ERROR", "SKIPPED")
 PARENT_RUN_HEADER = "X-Dsbridge-Parent-Run"
 
@@ -78,6 +80,9 @@ def _call(method: str, endpoint: str, body: dict[str, Any] | None = None, query:
         detail = json.loads(exc.read() or b"{}").get("message", str(exc))
         error = failed(detail)
         raise error from error.__cause__
+    except urllib.error.URLError as exc:
+        error = failed(f"the Databricks emulator did not answer ({exc.reason})")
+        raise error from error.__cause__
 
 
 def _as_run(target: str, timeout: int, params: dict[str, str]) -> str:
@@ -88,10 +93,15 @@ def _as_run(target: str, timeout: int, params: dict[str, str]) -> str:
     if timeout:
         body["timeout_seconds"] = timeout
     run_id = _call("POST", "2.2/jobs/runs/submit", body)["run_id"]
+    # The emulator ends the child by its timeout, or with this notebook; this bound is a last resort.
+    deadline = time.monotonic() + (timeout + GRACE_SECONDS if timeout else UNBOUNDED_CHILD_SECONDS)
     while True:
         run = _call("GET", "2.2/jobs/runs/get", query=f"?run_id={run_id}")
         if run["state"]["life_cycle_state"] in TERMINAL:
             break
+        if time.monotonic() > deadline:
+            _call("POST", "2.2/jobs/runs/cancel", {"run_id": run_id})
+            raise failed(f"run {run_id} did not end in time; it was cancelled")
         time.sleep(POLL_SECONDS)
     result = run["state"].get("result_state")
     if result == "TIMEDOUT":
