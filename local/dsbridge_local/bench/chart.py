@@ -1,6 +1,6 @@
 """The bench's chart: the overhead of every request, per path, as a PNG.
 
-matplotlib is an optional extra (`pip install -e '.[bench]'`), imported only when a chart is asked
+matplotlib is an optional extra (`pip install -e './local[bench]'`), imported only when a chart is asked
 for, so the rest of the bench and the product never need it.
 """
 
@@ -26,7 +26,7 @@ def write_chart(report: dict[str, Any], out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ValueError(
-            "--chart needs matplotlib: pip install -c constraints.txt -e '.[bench]' (or drop --chart)"
+            "--chart needs matplotlib: pip install -c constraints.txt -e './local[bench]' (or drop --chart)"
         ) from exc
     paths = [path for path in ("dsbridge", "baseline") if path in report]
     data = [overheads(report, path) for path in paths]
