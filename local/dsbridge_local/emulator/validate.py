@@ -22,7 +22,7 @@ from dsbridge_local.emulator.runtime.source import (
     NotebookNotFound,
     NotebookPathError,
     NotebookSourceError,
-    resolve_notebook,
+    resolve_in,
 )
 
 MAX_TASKS = 100
@@ -155,7 +155,7 @@ def _task(raw: Any, index: int, workspace: Path, git: GitSource | None, imported
         check_git_notebook_path(notebook_path)
     else:
         try:
-            found, language = _resolve(workspace, imported, notebook_path)
+            found, language = resolve_in([imported, workspace] if imported else [workspace], notebook_path)
         except (NotebookPathError, NotebookNotFound, NotebookSourceError) as exc:
             raise invalid(str(exc)) from exc
         notebook_file = str(found)
@@ -188,16 +188,6 @@ def _task(raw: Any, index: int, workspace: Path, git: GitSource | None, imported
         echo=echo,
         git_source=git.as_dict() if source == "GIT" and git is not None else None,
     )
-
-
-def _resolve(workspace: Path, imported: Path | None, notebook_path: str) -> tuple[Path, str]:
-    """A notebook imported through the Workspace API first, else the workspace folder's."""
-    if imported is not None:
-        try:
-            return resolve_notebook(imported, notebook_path)
-        except NotebookNotFound:
-            pass
-    return resolve_notebook(workspace, notebook_path)
 
 
 def _check_graph(tasks: list[TaskSpec]) -> None:

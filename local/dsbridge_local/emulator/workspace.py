@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from dsbridge_local.emulator.errors import ApiError, invalid
-from dsbridge_local.emulator.runtime.source import LANGUAGE_BY_SUFFIX, NotebookPathError, _check_workspace_path
+from dsbridge_local.emulator.runtime.source import (
+    NotebookNotFound,
+    NotebookPathError,
+    NotebookSourceError,
+    _check_workspace_path,
+    resolve_in,
+)
 
 # Databricks refuses imports over 10 MB.
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
@@ -45,18 +51,18 @@ class Workspace:
         except NotebookPathError as exc:
             raise invalid(str(exc)) from None
 
-    def _notebook(self, root: Path, parts: list[str]) -> Path | None:
-        base = root.joinpath(*parts)
-        for suffix in LANGUAGE_BY_SUFFIX:
-            candidate = base.with_name(base.name + suffix)
-            if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
-                return candidate
-        return None
+    def _notebook(self, roots: list[Path], parts: list[str]) -> tuple[Path, str] | None:
+        """The notebook at `parts` in the first of `roots` that has one (file, LANGUAGE), or None."""
+        try:
+            file, language = resolve_in(roots, "/" + "/".join(parts))
+        except (NotebookNotFound, NotebookPathError, NotebookSourceError):
+            return None
+        return file, LANGUAGE_NAMES[language]
 
     def mkdirs(self, body: dict[str, Any]) -> dict[str, Any]:
         parts = self._parts(body.get("path"))
         target = self.imported.joinpath(*parts)
-        if self._notebook(self.imported, parts) is not None:
+        if self._notebook([self.imported], parts) is not None:
             raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"Path ({body['path']}) already exists as a notebook.")
         target.mkdir(parents=True, exist_ok=True)
         return {}
@@ -81,28 +87,21 @@ class Workspace:
             if not self.folder.joinpath(*parts[:-1]).is_dir():
                 raise missing("/" + "/".join(parts[:-1]))
             parent.mkdir(parents=True)  # a folder of the --workspace folder exists in the workspace too
-        existing = self._notebook(self.imported, parts)
+        existing = self._notebook([self.imported], parts)
         if existing is not None and not body.get("overwrite"):
             raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"Path ({path}) already exists.")
         if existing is not None:
-            existing.unlink()
+            existing[0].unlink()
         target = parent / (parts[-1] + SUFFIX_BY_LANGUAGE[language])
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(content)
         partial.replace(target)
         return {}
 
-    def _find(self, parts: list[str]) -> tuple[Path, str] | None:
-        for root in (self.imported, self.folder):
-            found = self._notebook(root, parts)
-            if found is not None:
-                return found, LANGUAGE_NAMES[LANGUAGE_BY_SUFFIX[found.suffix]]
-        return None
-
     def get_status(self, query: dict[str, Any]) -> dict[str, Any]:
         path = query.get("path")
         parts = self._parts(path)
-        found = self._find(parts)
+        found = self._notebook([self.imported, self.folder], parts)
         if found is not None:
             return {"object_type": "NOTEBOOK", "path": path, "language": found[1], "object_id": _object_id(path)}
         if any(root.joinpath(*parts).is_dir() for root in (self.imported, self.folder)):
@@ -114,7 +113,7 @@ class Workspace:
         fmt = str(query.get("format") or "SOURCE").upper()
         if fmt != "SOURCE":
             raise invalid(f"format {fmt!r}: the emulator exports SOURCE only")
-        found = self._find(self._parts(path))
+        found = self._notebook([self.imported, self.folder], self._parts(path))
         if found is None:
             raise missing(str(path))
         file, _language = found

@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,17 @@ def resolve_notebook(workspace: Path, notebook_path: object) -> tuple[Path, str]
         f'Unable to access the notebook "{notebook_path}". Either it does not exist, or the identity '
         "used to run this job lacks the required permissions."
     )
+
+
+def resolve_in(roots: Sequence[Path], notebook_path: object) -> tuple[Path, str]:
+    """`resolve_notebook` over layered workspaces (imported notebooks over the folder): the first root
+    that has the notebook answers; `NotebookNotFound` from the last one if none does."""
+    for root in roots[:-1]:
+        try:
+            return resolve_notebook(root, notebook_path)
+        except NotebookNotFound:
+            continue
+    return resolve_notebook(roots[-1], notebook_path)
 
 
 def split_cells(text: str) -> list[tuple[int, list[str]]]:
