@@ -36,6 +36,7 @@ from dsbridge_local.emulator.git import GitCheckouts
 from dsbridge_local.emulator.logs import log_event
 from dsbridge_local.emulator.runner import Supervisor
 from dsbridge_local.emulator.runtime import secrets
+from dsbridge_local.emulator.runtime.children import PARENT_RUN_HEADER
 from dsbridge_local.emulator.shapes import WORKSPACE_ID, render_output, render_run, render_task_run
 from dsbridge_local.emulator.stats import CallCounts
 from dsbridge_local.emulator.store import Store
@@ -43,7 +44,6 @@ from dsbridge_local.emulator.validate import parse_submit, require_run_id
 from dsbridge_local.emulator.workspace import Workspace
 
 API_VERSIONS = ("2.1", "2.2")
-PARENT_RUN_HEADER = "X-Dsbridge-Parent-Run"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
 LIST_LIMIT_MAX = 25

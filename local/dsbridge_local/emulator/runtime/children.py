@@ -66,11 +66,11 @@ def run(path: str, timeout_seconds: int = 0, arguments: dict[str, Any] | None = 
 
 def _call(method: str, endpoint: str, body: dict[str, Any] | None = None, query: str = "") -> dict[str, Any]:
     api = os.environ["DSBRIDGE_EMULATOR_API"].rstrip("/")
-    headers = {"Content-Type": "application/json", PARENT_RUN_HEADER: os.environ.get("DSBRIDGE_RUN_ID", "")}
+    headers = {"Content-Type": "application/json"}
+    if parent := os.environ.get("DSBRIDGE_RUN_ID"):
+        headers[PARENT_RUN_HEADER] = parent
     if token := os.environ.get("DSBRIDGE_EMULATOR_TOKEN"):
         headers["Authorization"] = f"Bearer {token}"
-    if not headers[PARENT_RUN_HEADER]:
-        del headers[PARENT_RUN_HEADER]
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{api}/api/{endpoint}{query}", data=data, headers=headers, method=method)
     try:
