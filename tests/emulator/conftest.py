@@ -149,6 +149,22 @@ def wait_for(
         time.sleep(0.02)
 
 
+def sdk_finished(ws: Any, run_id: int, timeout: float = 60, poll: float = 0.05) -> Any:
+    """`wait_for` through the databricks-sdk: the run once it is TERMINATED or INTERNAL_ERROR, at
+    most `timeout` seconds."""
+    from databricks.sdk.service import jobs
+
+    ended = (jobs.RunLifeCycleState.TERMINATED, jobs.RunLifeCycleState.INTERNAL_ERROR)
+    deadline = time.monotonic() + timeout
+    while True:
+        run = ws.jobs.get_run(run_id)
+        assert run.state is not None
+        if run.state.life_cycle_state in ended:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} did not end in {timeout}s: {run.state}"
+        time.sleep(poll)
+
+
 def output(http: httpx.Client, run_id: int) -> dict[str, Any]:
     response = http.get("/api/2.2/jobs/runs/get-output", params={"run_id": run_id})
     assert response.status_code == 200, response.text

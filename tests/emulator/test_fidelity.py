@@ -19,7 +19,7 @@ from databricks.sdk.service import jobs
 
 from dsbridge_local.emulator.app import EmulatorConfig
 from dsbridge_local.emulator.server import BackgroundServer, start_background
-from tests.emulator.conftest import TOKEN
+from tests.emulator.conftest import TOKEN, sdk_finished
 
 FIDELITY = Path(__file__).resolve().parent / "fidelity"
 SECRET = "tok-5f3a9c-very-secret"
@@ -43,20 +43,9 @@ def ws(server: BackgroundServer) -> WorkspaceClient:
     return WorkspaceClient(host=server.url, token=TOKEN)
 
 
-def finished(ws: WorkspaceClient, run_id: int) -> jobs.Run:
-    deadline = time.monotonic() + 60
-    while True:
-        run = ws.jobs.get_run(run_id)
-        assert run.state is not None
-        if run.state.life_cycle_state in (jobs.RunLifeCycleState.TERMINATED, jobs.RunLifeCycleState.INTERNAL_ERROR):
-            return run
-        assert time.monotonic() < deadline, run.state
-        time.sleep(0.05)
-
-
 def run_one(ws: WorkspaceClient, path: str, params: dict[str, str] | None = None) -> tuple[jobs.Run, jobs.RunOutput]:
     task = jobs.SubmitTask(task_key="t", notebook_task=jobs.NotebookTask(notebook_path=path, base_parameters=params))
-    run = finished(ws, ws.jobs.submit(run_name=path, tasks=[task]).run_id)
+    run = sdk_finished(ws, ws.jobs.submit(run_name=path, tasks=[task]).run_id)
     assert run.tasks
     return run, ws.jobs.get_run_output(run.tasks[0].run_id)
 
@@ -106,7 +95,7 @@ def test_task_values_pass_from_one_task_to_the_next(ws):
             notebook_task=jobs.NotebookTask(notebook_path="/task_values_get"),
         ),
     ]
-    run = finished(ws, ws.jobs.submit(run_name="task values", tasks=tasks).run_id)
+    run = sdk_finished(ws, ws.jobs.submit(run_name="task values", tasks=tasks).run_id)
     consume = next(t for t in run.tasks or [] if t.task_key == "consume")
     out = ws.jobs.get_run_output(consume.run_id)
     assert json.loads(out.notebook_output.result) == {"value": {"value": 0.42}, "fallback": "dflt"}
@@ -175,8 +164,8 @@ def test_cancelling_the_parent_cancels_its_child(ws):
         assert time.monotonic() < deadline, "the child run never started"
         time.sleep(0.1)
     ws.jobs.cancel_run(parent_id)
-    assert finished(ws, parent_id).state.result_state == jobs.RunResultState.CANCELED
-    assert finished(ws, child.run_id).state.result_state == jobs.RunResultState.CANCELED
+    assert sdk_finished(ws, parent_id).state.result_state == jobs.RunResultState.CANCELED
+    assert sdk_finished(ws, child.run_id).state.result_state == jobs.RunResultState.CANCELED
 
 
 def test_notebook_run_works_under_dsbridge_notebook_run(capsys):

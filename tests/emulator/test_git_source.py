@@ -8,7 +8,6 @@ branch or tag resolves as Git does; a ref or repository the emulator does not ha
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from databricks.sdk.service import jobs
 
 from dsbridge_local.emulator.app import EmulatorConfig
 from dsbridge_local.emulator.server import start_background
-from tests.emulator.conftest import HEADER, SEP, TOKEN
+from tests.emulator.conftest import HEADER, SEP, TOKEN, sdk_finished
 
 GIT_URL = "https://github.com/acme/notebooks.git"
 
@@ -78,14 +77,7 @@ def run_at(ws: WorkspaceClient, url: str = GIT_URL, **ref: str) -> tuple[jobs.Ru
             )
         ],
     )
-    deadline = time.monotonic() + 30
-    while True:
-        run = ws.jobs.get_run(submitted.run_id)
-        assert run.state is not None
-        if run.state.life_cycle_state in (jobs.RunLifeCycleState.TERMINATED, jobs.RunLifeCycleState.INTERNAL_ERROR):
-            break
-        assert time.monotonic() < deadline, run.state
-        time.sleep(0.05)
+    run = sdk_finished(ws, submitted.run_id, timeout=30)
     assert run.tasks
     out = ws.jobs.get_run_output(run.tasks[0].run_id)
     return run, (out.notebook_output.result if out.notebook_output else None) or out.error

@@ -12,7 +12,7 @@ from databricks.sdk.errors import InvalidParameterValue, NotFound, PermissionDen
 from databricks.sdk.service import jobs
 
 from dsbridge_local.emulator.server import BackgroundServer
-from tests.emulator.conftest import TOKEN, output, submit, wait_for
+from tests.emulator.conftest import TOKEN, output, sdk_finished, submit, wait_for
 
 
 @pytest.fixture
@@ -29,17 +29,7 @@ def _task(path: str, params: dict[str, str] | None = None, key: str = "main") ->
 
 
 def _wait(ws: WorkspaceClient, run_id: int, timeout: float = 20) -> jobs.Run:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = ws.jobs.get_run(run_id)
-        assert run.state is not None
-        if run.state.life_cycle_state in (
-            jobs.RunLifeCycleState.TERMINATED,
-            jobs.RunLifeCycleState.INTERNAL_ERROR,
-        ):
-            return run
-        assert time.monotonic() < deadline, run.state
-        time.sleep(0.02)
+    return sdk_finished(ws, run_id, timeout, poll=0.02)
 
 
 def test_success_with_exit_value_through_submit_result(ws: WorkspaceClient) -> None:

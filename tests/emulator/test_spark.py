@@ -5,7 +5,6 @@ result back to S3 and exits JSON -- through the databricks-sdk, against a real S
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from dsbridge_local.emulator.app import EmulatorConfig
 from dsbridge_local.emulator.server import start_background
 from dsbridge_local.stack.s3 import SeaweedS3
 from dsbridge_local.stack.s3 import client as s3_client
-from tests.emulator.conftest import TOKEN
+from tests.emulator.conftest import TOKEN, sdk_finished
 
 FIDELITY = Path(__file__).resolve().parent / "fidelity"
 KEY, SECRET = "spark-test", "spark-test-secret-0123456789"
@@ -48,13 +47,7 @@ def test_spark_reads_s3_aggregates_in_sql_and_writes_back(tmp_path, monkeypatch)
                 task_key="t", notebook_task=jobs.NotebookTask(notebook_path="/spark_sql", base_parameters=params)
             )
             run_id = ws.jobs.submit(run_name="spark", tasks=[task]).run_id
-            deadline = time.monotonic() + 240
-            while (run := ws.jobs.get_run(run_id)).state.life_cycle_state not in (
-                jobs.RunLifeCycleState.TERMINATED,
-                jobs.RunLifeCycleState.INTERNAL_ERROR,
-            ):
-                assert time.monotonic() < deadline, run.state
-                time.sleep(0.5)
+            run = sdk_finished(ws, run_id, timeout=240, poll=0.5)
             out = ws.jobs.get_run_output(run.tasks[0].run_id)
         finally:
             emulator.stop()

@@ -8,7 +8,6 @@ exception classes; an imported notebook is what a run at its path executes, ahea
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from databricks.sdk.service.workspace import ExportFormat, ImportFormat, Languag
 
 from dsbridge_local.emulator.app import EmulatorConfig
 from dsbridge_local.emulator.server import start_background
-from tests.emulator.conftest import HEADER, TOKEN
+from tests.emulator.conftest import HEADER, TOKEN, sdk_finished
 
 
 def notebook(answer: str) -> str:
@@ -49,14 +48,7 @@ def run(ws: WorkspaceClient, path: str) -> str | None:
     submitted = ws.jobs.submit(
         run_name="t", tasks=[jobs.SubmitTask(task_key="t", notebook_task=jobs.NotebookTask(notebook_path=path))]
     )
-    deadline = time.monotonic() + 30
-    while (state := ws.jobs.get_run(submitted.run_id).state) and state.life_cycle_state not in (
-        jobs.RunLifeCycleState.TERMINATED,
-        jobs.RunLifeCycleState.INTERNAL_ERROR,
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    task = ws.jobs.get_run(submitted.run_id).tasks[0]
+    task = sdk_finished(ws, submitted.run_id, timeout=30).tasks[0]
     out = ws.jobs.get_run_output(task.run_id).notebook_output
     return out.result if out else None
 
